@@ -1,0 +1,39 @@
+# The two commands of the README. Both are safe to re-run; each needs only python3.11 with pip.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+NETSPEC = $(VENV)/bin/netspec
+
+.PHONY: demo test install install-test proto bench clean
+
+demo: install data/mnist/.ready  ## install, fetch MNIST, train LeNet (10,000 iterations)
+	$(NETSPEC) train models/lenet/lenet_solver.prototxt
+
+test: install-test data/mnist/.ready  ## install test extras, run the whole suite
+	$(PY) -m pytest -q
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+data/mnist/.ready: $(VENV)/.installed
+	$(NETSPEC) data get mnist --dir data/mnist
+	touch $@
+
+proto: install-test  ## regenerate netspec/proto/netspec_pb2.py from protos/netspec.proto
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=netspec/proto protos/netspec.proto
+
+bench: install-test
+	$(PY) benchmarks/lenet.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,84 @@
+"""Blob: an N-d array of values (`data`) and of gradients (`diff`), as in Caffe and pycaffe."""
+from __future__ import annotations
+
+import numpy as np
+
+from .proto import netspec_pb2 as pb
+
+
+class Blob:
+    __slots__ = ("data", "diff")
+
+    def __init__(self, shape=(), dtype=np.float32):
+        self.data = np.zeros(tuple(shape), dtype=dtype)
+        self.diff = np.zeros(tuple(shape), dtype=dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def count(self) -> int:
+        return self.data.size
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    # pycaffe's legacy 4-d accessors
+    num = property(lambda self: self.shape[0] if len(self.shape) > 0 else 1)
+    channels = property(lambda self: self.shape[1] if len(self.shape) > 1 else 1)
+    height = property(lambda self: self.shape[2] if len(self.shape) > 2 else 1)
+    width = property(lambda self: self.shape[3] if len(self.shape) > 3 else 1)
+
+    def reshape(self, *shape) -> None:
+        """New shape; memory is only replaced when the shape changes (like Caffe's Reshape)."""
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = shape[0]
+        shape = tuple(int(s) for s in shape)
+        if any(s < 0 for s in shape):
+            raise ValueError(f"negative dimension in blob shape {shape}")
+        if shape != self.data.shape:
+            self.data = np.zeros(shape, dtype=self.data.dtype)
+            self.diff = np.zeros(shape, dtype=self.data.dtype)
+
+    def share(self, other: "Blob") -> None:
+        """Use `other`'s arrays (both data and diff)."""
+        self.data, self.diff = other.data, other.diff
+
+    def to_proto(self, write_diff: bool = False) -> pb.BlobProto:
+        """Caffe's BlobProto: shape plus float `data` (float32) or `double_data` (float64)."""
+        proto = pb.BlobProto()
+        proto.shape.dim.extend(self.shape)
+        if self.dtype == np.float64:
+            proto.double_data.extend(self.data.ravel().tolist())
+            if write_diff:
+                proto.double_diff.extend(self.diff.ravel().tolist())
+        else:
+            proto.data.extend(self.data.ravel().tolist())
+            if write_diff:
+                proto.diff.extend(self.diff.ravel().tolist())
+        return proto
+
+    def __repr__(self) -> str:
+        return f"Blob(shape={self.shape}, dtype={self.dtype})"
+
+
+def proto_shape(proto: pb.BlobProto) -> tuple[int, ...]:
+    """Shape of a BlobProto, from `shape` or from Caffe's legacy num/channels/height/width."""
+    if proto.HasField("shape"):
+        return tuple(int(d) for d in proto.shape.dim)
+    if any(proto.HasField(f) for f in ("num", "channels", "height", "width")):
+        return (proto.num, proto.channels, proto.height, proto.width)
+    return (len(proto.data) or len(proto.double_data),)
+
+
+def proto_array(proto: pb.BlobProto, dtype=np.float32, diff: bool = False) -> np.ndarray:
+    """The values of a BlobProto as an array of its shape (float or double storage)."""
+    shape = proto_shape(proto)
+    values = (proto.double_diff or proto.diff) if diff else (proto.double_data or proto.data)
+    arr = np.asarray(values, dtype=np.float64 if (proto.double_diff if diff else proto.double_data)
+                     else np.float32)
+    if arr.size != int(np.prod(shape, dtype=np.int64)):
+        raise ValueError(f"BlobProto holds {arr.size} values for shape {shape}")
+    return arr.reshape(shape).astype(dtype, copy=False)

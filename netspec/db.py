@@ -1,0 +1,86 @@
+"""Caffe's LMDB of Datum records: read by position (so a reader's place can be saved), write
+atomically (a temporary folder renamed into place)."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import lmdb
+import numpy as np
+
+from .errors import DataError
+from .proto import netspec_pb2 as pb
+
+
+class DatumReader:
+    """Random access to the records of an LMDB in key order."""
+
+    def __init__(self, path: str):
+        if not os.path.isdir(path) or not os.path.exists(os.path.join(path, "data.mdb")):
+            raise DataError(f"data source '{path}' not found (for MNIST, create it with "
+                            f"`netspec data get mnist`)")
+        self.env = lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=16)
+        with self.env.begin() as txn:
+            self.keys = list(txn.cursor().iternext(keys=True, values=False))
+        if not self.keys:
+            raise DataError(f"data source '{path}' holds no records")
+        self.path = path
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def datum(self, index: int) -> pb.Datum:
+        with self.env.begin(buffers=False) as txn:
+            d = pb.Datum()
+            d.ParseFromString(txn.get(self.keys[index]))
+            return d
+
+    def batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """(images (N, C, H, W) as float64 or uint8, labels (N,)) for the given positions."""
+        images, labels = [], []
+        with self.env.begin(buffers=False) as txn:
+            for i in indices:
+                d = pb.Datum()
+                d.ParseFromString(txn.get(self.keys[i]))
+                images.append(datum_to_array(d, self.path))
+                labels.append(d.label)
+        return np.stack(images), np.asarray(labels)
+
+
+def datum_to_array(d: pb.Datum, where: str = "datum") -> np.ndarray:
+    if d.encoded:
+        raise DataError(f"{where}: encoded (JPEG/PNG) Datum records are not supported yet")
+    shape = (d.channels, d.height, d.width)
+    if d.data:
+        return np.frombuffer(d.data, dtype=np.uint8).reshape(shape)
+    return np.asarray(d.float_data, dtype=np.float32).reshape(shape)
+
+
+def array_to_datum(image: np.ndarray, label: int = 0) -> pb.Datum:
+    """(C, H, W) uint8 -> raw bytes, anything else -> float_data (as pycaffe's array_to_datum)."""
+    if image.ndim != 3:
+        raise ValueError(f"a Datum holds a (C, H, W) image, got shape {image.shape}")
+    d = pb.Datum(channels=image.shape[0], height=image.shape[1], width=image.shape[2], label=label)
+    if image.dtype == np.uint8:
+        d.data = image.tobytes()
+    else:
+        d.float_data.extend(image.astype(np.float64).ravel().tolist())
+    return d
+
+
+def write_datum_lmdb(path: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write records keyed "%08d" in order (as Caffe's convert_mnist_data); atomic on the folder."""
+    tmp = path + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    env = lmdb.open(tmp, map_size=max(1 << 30, images.nbytes * 4), subdir=True)
+    try:
+        for start in range(0, len(images), 1000):  # commit every 1000 as Caffe does
+            with env.begin(write=True) as txn:
+                for i in range(start, min(start + 1000, len(images))):
+                    datum = array_to_datum(images[i], int(labels[i]))
+                    txn.put(b"%08d" % i, datum.SerializeToString())
+    finally:
+        env.close()
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)

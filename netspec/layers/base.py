@@ -1,0 +1,113 @@
+"""The Layer contract, as in Caffe: setup (once) -> reshape -> forward -> backward.
+
+A subclass fills the hooks and declares how many bottoms/tops it takes; the base class owns
+the order and the checks. Backward assigns bottom diffs and ADDS into parameter diffs (that is
+what makes iter_size accumulation and shared weights work).
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from ..blob import Blob
+from ..fillers import fill
+from ..params import ParamView, build_view
+from ..proto import netspec_pb2 as pb
+
+
+class LayerSetupError(ValueError):
+    """Raised by a layer for a bad configuration or incompatible shapes (field may be named)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class Layer:
+    type: ClassVar[str] = "?"
+    #: name of this layer's field in LayerParameter (e.g. "convolution_param"); None if it has none
+    param_field: ClassVar[str | None] = None
+    #: pydantic view of that message; the validated view is `self.p`
+    Params: ClassVar[type[ParamView] | None] = None
+    #: allowed numbers of bottoms and tops, as (min, max); None for max means unbounded
+    bottoms: ClassVar[tuple[int, int | None]] = (1, 1)
+    tops: ClassVar[tuple[int, int | None]] = (1, 1)
+    #: loss layers default their first top's loss_weight to 1
+    is_loss: ClassVar[bool] = False
+    #: layers that produce data from outside the net (never backpropagated into)
+    is_data: ClassVar[bool] = False
+    #: one-line description for `netspec layers`
+    summary: ClassVar[str] = ""
+
+    def __init__(self, spec: pb.LayerParameter, phase: int = 0, dtype=np.float32,
+                 rng: np.random.Generator | None = None):
+        self.spec = spec
+        self.name = spec.name
+        self.phase = phase
+        self.dtype = np.dtype(dtype)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.blobs: list[Blob] = []
+        self.p = None
+        if self.Params is not None:
+            msg = getattr(spec, self.param_field) if self.param_field else spec
+            try:
+                self.p = build_view(self.Params, msg)
+            except ValueError as e:
+                raise LayerSetupError(str(e), field=getattr(e, "field", None)) from None
+
+    # -- the contract ------------------------------------------------------------------------
+    def setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        self._check_counts(bottom, top)
+        self.layer_setup(bottom, top)
+        self.reshape(bottom, top)
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        """One-time setup: read parameters, create learnable blobs."""
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        raise NotImplementedError
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        raise NotImplementedError
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        """Gradients only: bottom diffs are assigned, parameter diffs are added to."""
+
+    # -- helpers for subclasses --------------------------------------------------------------
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        """False for inputs that cannot take a gradient (labels)."""
+        return True
+
+    def add_param(self, shape, filler: pb.FillerParameter) -> Blob:
+        blob = Blob(shape, self.dtype)
+        try:
+            fill(blob.data, filler, self.rng)
+        except ValueError as e:
+            raise LayerSetupError(str(e)) from None
+        self.blobs.append(blob)
+        return blob
+
+    def state(self) -> dict:
+        """Position of a reader or similar, saved in snapshots (empty for most layers)."""
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        pass
+
+    def _check_counts(self, bottom, top) -> None:
+        for what, blobs, (lo, hi) in (("bottom", bottom, self.bottoms), ("top", top, self.tops)):
+            n = len(blobs)
+            if n < lo or (hi is not None and n > hi):
+                want = str(lo) if lo == hi else (f"at least {lo}" if hi is None else f"{lo} to {hi}")
+                raise LayerSetupError(f"{self.type} takes {want} {what} blob(s), got {n}")
+
+    def __repr__(self) -> str:
+        return f"<{self.type} layer '{self.name}'>"
+
+
+def canonical_axis(axis: int, num_axes: int, what: str = "axis") -> int:
+    """Caffe's CanonicalAxisIndex: negative counts from the end; out of range is an error."""
+    if not -num_axes <= axis < num_axes:
+        raise LayerSetupError(f"{what} {axis} is out of range for a {num_axes}-d blob", field=what)
+    return axis % num_axes

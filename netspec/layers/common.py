@@ -1,0 +1,126 @@
+"""Common layers: InnerProduct, Softmax, Split (inserted by the net for shared blobs)."""
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from ..params import ParamView
+from ..proto import netspec_pb2 as pb
+from ..registry import register_layer
+from .base import Layer, LayerSetupError, canonical_axis
+
+
+class InnerProductView(ParamView):
+    num_output: int = Field(gt=0)
+    bias_term: bool = True
+    weight_filler: pb.FillerParameter
+    bias_filler: pb.FillerParameter
+    axis: int = 1
+    transpose: bool = False
+
+
+@register_layer("InnerProduct")
+class InnerProduct(Layer):
+    """y = x W^T + b with x flattened from `axis` on; W is (num_output, K), or (K, num_output)
+    with transpose. Backward: dW += dy^T x, db += sum dy, dx = dy W (seed 001's three GEMMs)."""
+    param_field = "inner_product_param"
+    Params = InnerProductView
+    summary = "fully connected layer: num_output, axis, bias_term, transpose"
+
+    def layer_setup(self, bottom, top):
+        self.axis = canonical_axis(self.p.axis, bottom[0].data.ndim)
+        k = int(np.prod(bottom[0].shape[self.axis:]))
+        if not self.blobs:
+            n = self.p.num_output
+            self.add_param((k, n) if self.p.transpose else (n, k), self.p.weight_filler)
+            if self.p.bias_term:
+                self.add_param((n,), self.p.bias_filler)
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        k = int(np.prod(shape[self.axis:]))
+        wk = self.blobs[0].shape[0 if self.p.transpose else 1]
+        if k != wk:
+            raise LayerSetupError(f"input has {k} features per item (shape {shape}, axis "
+                                  f"{self.axis}), weights expect {wk}")
+        top[0].reshape(*shape[:self.axis], self.p.num_output)
+
+    def _x(self, bottom):
+        m = int(np.prod(bottom[0].shape[:self.axis]))
+        return bottom[0].data.reshape(m, -1)
+
+    def _w(self):
+        """Weights as (K, num_output)."""
+        w = self.blobs[0].data
+        return w if self.p.transpose else w.T
+
+    def forward(self, bottom, top):
+        y = self._x(bottom) @ self._w()
+        if self.p.bias_term:
+            y += self.blobs[1].data
+        top[0].data[...] = y.reshape(top[0].shape)
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].diff.reshape(-1, self.p.num_output)
+        x = self._x(bottom)
+        if self.p.transpose:
+            self.blobs[0].diff += x.T @ dy
+        else:
+            self.blobs[0].diff += dy.T @ x
+        if self.p.bias_term:
+            self.blobs[1].diff += dy.sum(axis=0)
+        if propagate_down[0]:
+            bottom[0].diff[...] = (dy @ self._w().T).reshape(bottom[0].shape)
+
+
+class SoftmaxView(ParamView):
+    axis: int = 1
+
+
+def softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@register_layer("Softmax")
+class Softmax(Layer):
+    """exp(x) / sum exp(x) along `axis`; backward dx = y (dy - sum(dy y))."""
+    param_field = "softmax_param"
+    Params = SoftmaxView
+    summary = "softmax along axis"
+
+    def reshape(self, bottom, top):
+        self.axis = canonical_axis(self.p.axis, bottom[0].data.ndim)
+        top[0].reshape(bottom[0].shape)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = softmax(bottom[0].data, self.axis)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            y, dy = top[0].data, top[0].diff
+            bottom[0].diff[...] = y * (dy - (dy * y).sum(axis=self.axis, keepdims=True))
+
+
+@register_layer("Split")
+class Split(Layer):
+    """Copies one blob to several consumers; their gradients are summed (inserted automatically)."""
+    tops = (1, None)
+    summary = "one blob to several consumers (gradients summed); inserted automatically"
+
+    def reshape(self, bottom, top):
+        for t in top:
+            if t is not bottom[0]:
+                t.reshape(bottom[0].shape)
+
+    def forward(self, bottom, top):
+        for t in top:
+            if t is not bottom[0]:
+                t.data[...] = bottom[0].data
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            total = top[0].diff.copy()
+            for t in top[1:]:
+                total += t.diff
+            bottom[0].diff[...] = total

@@ -1,0 +1,277 @@
+"""Vision layers: Convolution (im2col + one GEMM per group) and Pooling (MAX with argmax, AVE)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from ..params import ParamView, spatial_pair
+from ..proto import netspec_pb2 as pb
+from ..registry import register_layer
+from ._im2col import add_windows, conv_out_size, pad_hw, windows
+from .base import Layer, LayerSetupError
+
+
+class ConvolutionView(ParamView):
+    num_output: int = Field(gt=0)
+    bias_term: bool = True
+    pad: list[int] = []
+    kernel_size: list[int] = []
+    stride: list[int] = []
+    dilation: list[int] = []
+    pad_h: int = 0
+    pad_w: int = 0
+    kernel_h: int = 0
+    kernel_w: int = 0
+    stride_h: int = 0
+    stride_w: int = 0
+    group: int = Field(1, ge=1)
+    axis: int = 1
+    weight_filler: pb.FillerParameter
+    bias_filler: pb.FillerParameter
+    # derived 2-D settings
+    kernel: tuple[int, int] = (0, 0)
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int] = (0, 0)
+    dilations: tuple[int, int] = (1, 1)
+
+    @model_validator(mode="after")
+    def _pairs(self):
+        has = self.set_fields
+        self.kernel = spatial_pair("kernel_size", self.kernel_size, self.kernel_h, self.kernel_w,
+                                   "kernel_h" in has or "kernel_w" in has, None)
+        self.strides = spatial_pair("stride", self.stride, self.stride_h, self.stride_w,
+                                    "stride_h" in has or "stride_w" in has, 1)
+        self.pads = spatial_pair("pad", self.pad, self.pad_h, self.pad_w,
+                                 "pad_h" in has or "pad_w" in has, 0)
+        self.dilations = spatial_pair("dilation", self.dilation, 1, 1, False, 1)
+        if min(self.kernel) < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {self.kernel}")
+        if min(self.strides) < 1:
+            raise ValueError(f"stride must be >= 1, got {self.strides}")
+        if min(self.pads) < 0:
+            raise ValueError(f"pad must be >= 0, got {self.pads}")
+        if min(self.dilations) < 1:
+            raise ValueError(f"dilation must be >= 1, got {self.dilations}")
+        if self.num_output % self.group:
+            raise ValueError(f"num_output must be divisible by group ({self.group}). "
+                             f"Received: num_output={self.num_output}")
+        return self
+
+
+@register_layer("Convolution")
+class Convolution(Layer):
+    """Cross-correlation of (N, C, H, W) with (M, C/group, kh, kw) filters, plus bias.
+
+    im2col as a strided view, then one GEMM per group; backward is the three GEMMs of the seeds
+    (dW = dY col^T, db = sum dY, dcol = W^T dY) and col2im over the kernel taps."""
+    param_field = "convolution_param"
+    Params = ConvolutionView
+    summary = "2-D convolution (im2col + GEMM): num_output, kernel/stride/pad/dilation, group"
+
+    def layer_setup(self, bottom, top):
+        p = self.p
+        if p.axis not in (1, -3) or bottom[0].data.ndim != 4:
+            raise LayerSetupError(f"needs a 4-d (N, C, H, W) input with channels on axis 1, "
+                                  f"got shape {bottom[0].shape}")
+        channels = bottom[0].shape[1]
+        if channels % p.group:
+            raise LayerSetupError(f"input channels ({channels}) must be divisible by group "
+                                  f"({p.group})", field="group")
+        if not self.blobs:
+            self.add_param((p.num_output, channels // p.group, *p.kernel), p.weight_filler)
+            if p.bias_term:
+                self.add_param((p.num_output,), p.bias_filler)
+
+    def reshape(self, bottom, top):
+        p = self.p
+        n, c, h, w = bottom[0].shape
+        expected = (p.num_output, c // p.group, *p.kernel)
+        if self.blobs[0].shape != expected:
+            raise LayerSetupError(f"weights have shape {self.blobs[0].shape}, input needs {expected}")
+        oh = conv_out_size(h, p.kernel[0], p.strides[0], p.pads[0], p.dilations[0])
+        ow = conv_out_size(w, p.kernel[1], p.strides[1], p.pads[1], p.dilations[1])
+        if oh < 1 or ow < 1:
+            raise LayerSetupError(
+                f"kernel {p.kernel} (dilation {p.dilations}) is larger than the padded input "
+                f"{h + 2 * p.pads[0]}x{w + 2 * p.pads[1]} (input {h}x{w}, pad {p.pads})",
+                field="kernel_size")
+        self.out_hw = (oh, ow)
+        top[0].reshape(n, p.num_output, oh, ow)
+
+    def _col(self, x):
+        """(group, C/group*kh*kw, N*oh*ow) matrix of input patches."""
+        p = self.p
+        xp = pad_hw(x, p.pads[0], p.pads[1], p.pads[0], p.pads[1])
+        win = windows(xp, p.kernel, p.strides, p.dilations, self.out_hw)  # N,C,kh,kw,oh,ow
+        n, c = x.shape[:2]
+        col = win.transpose(1, 2, 3, 0, 4, 5)  # C,kh,kw,N,oh,ow
+        return np.ascontiguousarray(col).reshape(p.group, -1, n * self.out_hw[0] * self.out_hw[1])
+
+    def forward(self, bottom, top):
+        p = self.p
+        x = bottom[0].data
+        self.col = self._col(x)
+        w = self.blobs[0].data.reshape(p.group, p.num_output // p.group, -1)
+        y = np.matmul(w, self.col)  # group, M/group, N*oh*ow
+        y = y.reshape(p.num_output, x.shape[0], *self.out_hw).transpose(1, 0, 2, 3)
+        if p.bias_term:
+            y = y + self.blobs[1].data[:, None, None]
+        top[0].data[...] = y
+
+    def backward(self, top, propagate_down, bottom):
+        p = self.p
+        n, c, h, w_ = bottom[0].shape
+        dy = top[0].diff.transpose(1, 0, 2, 3).reshape(p.group, p.num_output // p.group, -1)
+        weight = self.blobs[0]
+        weight.diff += np.matmul(dy, self.col.transpose(0, 2, 1)).reshape(weight.shape)
+        if p.bias_term:
+            self.blobs[1].diff += top[0].diff.sum(axis=(0, 2, 3))
+        if propagate_down[0]:
+            wmat = weight.data.reshape(p.group, p.num_output // p.group, -1)
+            dcol = np.matmul(wmat.transpose(0, 2, 1), dy)  # group, C/g*kh*kw, N*oh*ow
+            dcol = dcol.reshape(c, *p.kernel, n, *self.out_hw).transpose(3, 0, 1, 2, 4, 5)
+            (ph, pw) = p.pads
+            dxp = add_windows(dcol, (n, c, h + 2 * ph, w_ + 2 * pw), p.strides, p.dilations)
+            bottom[0].diff[...] = dxp[:, :, ph:ph + h, pw:pw + w_]
+
+
+class PoolingView(ParamView):
+    pool: str = "MAX"
+    pad: int = 0
+    pad_h: int = 0
+    pad_w: int = 0
+    kernel_size: int = 0
+    kernel_h: int = 0
+    kernel_w: int = 0
+    stride: int = 1
+    stride_h: int = 0
+    stride_w: int = 0
+    global_pooling: bool = False
+    round_mode: str = "CEIL"
+    kernel: tuple[int, int] = (0, 0)
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int] = (0, 0)
+
+    @model_validator(mode="after")
+    def _pairs(self):
+        has = self.set_fields
+        if self.pool not in ("MAX", "AVE"):
+            raise ValueError(f"pool {self.pool} is not supported yet (MAX and AVE are)")
+        kh = "kernel_h" in has or "kernel_w" in has
+        if self.global_pooling:
+            if "kernel_size" in has or kh:
+                raise ValueError("kernel_size cannot be given with global_pooling")
+        else:
+            self.kernel = spatial_pair("kernel_size", [self.kernel_size] if "kernel_size" in has
+                                       else [], self.kernel_h, self.kernel_w, kh, None)
+        self.strides = spatial_pair("stride", [self.stride], self.stride_h, self.stride_w,
+                                    "stride_h" in has or "stride_w" in has, 1)
+        self.pads = spatial_pair("pad", [self.pad], self.pad_h, self.pad_w,
+                                 "pad_h" in has or "pad_w" in has, 0)
+        if not self.global_pooling and min(self.kernel) < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {self.kernel}")
+        if min(self.strides) < 1:
+            raise ValueError(f"stride must be >= 1, got {self.strides}")
+        if self.global_pooling and (self.pads != (0, 0) or self.strides != (1, 1)):
+            raise ValueError("global_pooling requires pad 0 and stride 1")
+        if not self.global_pooling and (self.pads[0] >= self.kernel[0]
+                                        or self.pads[1] >= self.kernel[1]):
+            raise ValueError(f"pad {self.pads} must be smaller than kernel {self.kernel}")
+        return self
+
+
+def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil: bool = True) -> int:
+    """Caffe's output size: ceil rounding, then drop a last window that starts in the padding."""
+    rounding = math.ceil if ceil else math.floor
+    out = int(rounding((size + 2 * pad - kernel) / stride)) + 1
+    if pad and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+@register_layer("Pooling")
+class Pooling(Layer):
+    """MAX (remembers the argmax; an optional second top returns it as Caffe's mask) or AVE
+    (divides by the window size clipped to the padded input, as Caffe) pooling.
+
+    Output size rounds UP (Caffe), unlike PyTorch's default floor: a 2x2/2 pool of a 5x5 map
+    gives 3x3 here."""
+    param_field = "pooling_param"
+    Params = PoolingView
+    tops = (1, 2)
+    summary = "MAX / AVE pooling with Caffe's ceil rounding and pad clipping; global_pooling"
+
+    def reshape(self, bottom, top):
+        p = self.p
+        if bottom[0].data.ndim != 4:
+            raise LayerSetupError(f"needs a 4-d (N, C, H, W) input, got shape {bottom[0].shape}")
+        n, c, h, w = bottom[0].shape
+        self.kernel = (h, w) if p.global_pooling else p.kernel
+        ceil = p.round_mode == "CEIL"
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, p.strides, p.pads
+        if kh > h + 2 * ph or kw > w + 2 * pw:
+            raise LayerSetupError(f"kernel {self.kernel} is larger than the padded input "
+                                  f"{h + 2 * ph}x{w + 2 * pw}", field="kernel_size")
+        oh, ow = pooled_size(h, kh, sh, ph, ceil), pooled_size(w, kw, sw, pw, ceil)
+        self.out_hw = (oh, ow)
+        # padded extent that every window fits in (windows may run past the bottom/right pad)
+        self.padded = (max(h + 2 * ph, (oh - 1) * sh + kh), max(w + 2 * pw, (ow - 1) * sw + kw))
+        top[0].reshape(n, c, oh, ow)
+        if len(top) > 1:
+            if p.pool != "MAX":
+                raise LayerSetupError("a second (mask) top needs pool: MAX")
+            top[1].reshape(n, c, oh, ow)
+        if p.pool == "AVE":
+            self.area = np.outer(self._clipped_extent(h, kh, sh, ph, oh),
+                                 self._clipped_extent(w, kw, sw, pw, ow)).astype(self.dtype)
+
+    @staticmethod
+    def _clipped_extent(size, kernel, stride, pad, out):
+        start = np.arange(out) * stride - pad
+        return np.minimum(start + kernel, size + pad) - start
+
+    def _windows(self, x, fill):
+        (h, w), (ph, pw) = x.shape[2:], self.p.pads
+        xp = pad_hw(x, ph, pw, self.padded[0] - h - ph, self.padded[1] - w - pw, fill)
+        return windows(xp, self.kernel, self.p.strides, (1, 1), self.out_hw)  # N,C,kh,kw,oh,ow
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        n, c = x.shape[:2]
+        kk = self.kernel[0] * self.kernel[1]
+        if self.p.pool == "MAX":
+            win = self._windows(x, -np.inf).reshape(n, c, kk, *self.out_hw)
+            self.argmax = win.argmax(axis=2)
+            top[0].data[...] = np.take_along_axis(win, self.argmax[:, :, None], axis=2)[:, :, 0]
+            if len(top) > 1:
+                top[1].data[...] = self._mask_index(x.shape[3])
+        else:
+            win = self._windows(x, 0.0)
+            top[0].data[...] = win.sum(axis=(2, 3)) / self.area
+
+    def _mask_index(self, width):
+        """Caffe's mask top: the argmax as a flat index h * W + w into the input plane."""
+        kw = self.kernel[1]
+        (sh, sw), (ph, pw) = self.p.strides, self.p.pads
+        oh, ow = self.out_hw
+        hh = np.arange(oh)[:, None] * sh - ph + self.argmax // kw
+        ww = np.arange(ow)[None, :] * sw - pw + self.argmax % kw
+        return hh * width + ww
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        n, c, h, w = bottom[0].shape
+        kh, kw = self.kernel
+        dy = top[0].diff
+        if self.p.pool == "MAX":
+            taps = np.arange(kh * kw).reshape(1, 1, kh, kw, 1, 1)
+            grad = np.where(self.argmax[:, :, None, None] == taps, dy[:, :, None, None], 0)
+        else:
+            grad = np.broadcast_to((dy / self.area)[:, :, None, None], (n, c, kh, kw, *dy.shape[2:]))
+        dxp = add_windows(grad.astype(self.dtype, copy=False), (n, c, *self.padded),
+                          self.p.strides, (1, 1))
+        ph, pw = self.p.pads
+        bottom[0].diff[...] = dxp[:, :, ph:ph + h, pw:pw + w]

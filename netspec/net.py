@@ -1,0 +1,354 @@
+"""Net: layers in order with their blobs; forward, backward, weights in and out (pycaffe API)."""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+import numpy as np
+
+from .blob import Blob, proto_array
+from .errors import SpecError, WeightsError
+from .graph import filter_net, insert_splits, upgrade_inputs
+from .layers.base import Layer, LayerSetupError
+from .proto import netspec_pb2 as pb
+from .registry import get_layer_class
+from .spec import Source, read_binary, read_net, write_binary
+
+TRAIN, TEST = pb.TRAIN, pb.TEST
+
+
+class ParamInfo:
+    """A learnable blob with its ParamSpec multipliers (shared blobs appear once)."""
+    __slots__ = ("blob", "lr_mult", "decay_mult", "owner")
+
+    def __init__(self, blob: Blob, lr_mult: float, decay_mult: float, owner: str):
+        self.blob, self.lr_mult, self.decay_mult, self.owner = blob, lr_mult, decay_mult, owner
+
+
+class Net:
+    """A network built from a spec, as pycaffe's caffe.Net.
+
+    Net(model, phase, weights=None, *, stages=(), level=0, dtype=np.float32, rng=None)
+    also accepts pycaffe's older Net(model, weights, phase). `model` is a file, prototxt text or
+    a NetParameter."""
+
+    def __init__(self, model, phase=None, weights=None, *, stages=(), level: int = 0,
+                 dtype=np.float32, rng: np.random.Generator | None = None, seed: int | None = None):
+        if isinstance(phase, (str, os.PathLike)):  # pycaffe's Net(model, weights, phase)
+            phase, weights = weights, phase
+        self.phase = TEST if phase is None else int(phase)
+        if self.phase not in (TRAIN, TEST):
+            raise ValueError(f"phase must be netspec.TRAIN or netspec.TEST, got {phase!r}")
+        self.dtype = np.dtype(dtype)
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
+        param, self.source = read_net(model)
+        if param.layers:
+            raise self.source.error("this is a V1 net (`layers { ... }` with enum types); "
+                                    "the V1 upgrade is not available yet: rename to `layer` "
+                                    "with string types")
+        self.name = param.name
+        state = pb.NetState()
+        state.CopyFrom(param.state)
+        state.phase = self.phase
+        state.level = level or state.level
+        state.stage.extend(s for s in stages if s not in state.stage)
+        param, added_input = upgrade_inputs(param)
+        origin = [None] * added_input + list(range(len(param.layer) - added_input))
+        param, kept = filter_net(param, state, self.source, origin)
+        param, self._origin = insert_splits(param, [origin[k] for k in kept], self.source)
+        self.param = param
+        self._build(param)
+        if weights is not None:
+            self.copy_from(weights)
+
+    # -- construction --------------------------------------------------------------------------
+    def _error(self, index: int, message: str, field: str | None = None, cls=SpecError):
+        layer = self.param.layer[index]
+        where = self._origin[index]
+        return self.source.error(f"{layer.type} '{layer.name}': {message}",
+                                 where, layer.name, field, cls=cls)
+
+    def _build(self, param: pb.NetParameter) -> None:
+        self.blobs: OrderedDict[str, Blob] = OrderedDict()
+        self.layers: list[Layer] = []
+        self.bottom_ids: list[list[Blob]] = []
+        self.top_ids: list[list[Blob]] = []
+        self.bottom_names: list[list[str]] = []
+        self.top_names: list[list[str]] = []
+        self.loss_weights: list[list[float]] = []
+        self.inputs: list[str] = []
+        consumed: set[str] = set()
+        blob_needs_backward: dict[str, bool] = {}
+        self._bottom_need_backward: list[list[bool]] = []
+        self._layer_need_backward: list[bool] = []
+        self.learnable_params: list[ParamInfo] = []
+        self.params: OrderedDict[str, list[Blob]] = OrderedDict()
+        shared: dict[str, tuple[Blob, str]] = {}
+
+        for i, lp in enumerate(param.layer):
+            try:
+                cls = get_layer_class(lp.type)
+            except KeyError as e:
+                raise self._error(i, e.args[0], "type") from None
+            try:
+                layer = cls(lp, self.phase, self.dtype, self.rng)
+            except LayerSetupError as e:
+                raise self._error(i, str(e), e.field) from None
+            bottoms = [self.blobs[n] for n in lp.bottom]
+            consumed.update(lp.bottom)
+            tops = []
+            for j, name in enumerate(lp.top):
+                if j < len(lp.bottom) and lp.bottom[j] == name:
+                    tops.append(self.blobs[name])  # in place
+                else:
+                    blob = Blob((), self.dtype)
+                    self.blobs[name] = blob
+                    tops.append(blob)
+            if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
+                raise self._error(i, f"propagate_down has {len(lp.propagate_down)} values for "
+                                     f"{len(lp.bottom)} bottoms", "propagate_down")
+            try:
+                layer.setup(bottoms, tops)
+            except LayerSetupError as e:
+                raise self._error(i, str(e), e.field) from None
+            except (ValueError, OSError) as e:
+                raise self._error(i, str(e)) from None
+            if cls.is_data and lp.type == "Input":
+                self.inputs.extend(lp.top)
+
+            # loss weights: loss layers default to 1 on their first top
+            if lp.loss_weight and len(lp.loss_weight) != len(lp.top):
+                raise self._error(i, f"loss_weight has {len(lp.loss_weight)} values for "
+                                     f"{len(lp.top)} tops", "loss_weight")
+            weights = list(lp.loss_weight) or [
+                1.0 if (cls.is_loss and j == 0) else 0.0 for j in range(len(lp.top))]
+
+            # parameters: ParamSpec multipliers and sharing by name
+            need_backward = False
+            bottom_nb = []
+            for j, name in enumerate(lp.bottom):
+                nb = blob_needs_backward.get(name, False)
+                if lp.propagate_down:
+                    nb = bool(lp.propagate_down[j])
+                nb = nb and layer.allow_force_backward(j)
+                bottom_nb.append(nb)
+                need_backward |= nb
+            if len(lp.param) > len(layer.blobs):
+                raise self._error(i, f"has {len(lp.param)} param specs but only "
+                                     f"{len(layer.blobs)} parameter blobs", "param")
+            for j, blob in enumerate(layer.blobs):
+                spec = lp.param[j] if j < len(lp.param) else pb.ParamSpec()
+                if spec.name and spec.name in shared:
+                    owner, owner_layer = shared[spec.name]
+                    if owner.shape != blob.shape:
+                        raise self._error(i, f"shared parameter '{spec.name}' has shape "
+                                             f"{blob.shape} here but {owner.shape} in layer "
+                                             f"'{owner_layer}'", "param", cls=WeightsError)
+                    layer.blobs[j] = owner
+                else:
+                    if spec.name:
+                        shared[spec.name] = (blob, lp.name)
+                    self.learnable_params.append(
+                        ParamInfo(blob, spec.lr_mult, spec.decay_mult, lp.name))
+                need_backward |= spec.lr_mult != 0
+            if layer.blobs:
+                self.params[lp.name] = layer.blobs
+            for name in lp.top:
+                blob_needs_backward[name] = need_backward and not cls.is_data
+
+            self.layers.append(layer)
+            self.bottom_ids.append(bottoms)
+            self.top_ids.append(tops)
+            self.bottom_names.append(list(lp.bottom))
+            self.top_names.append(list(lp.top))
+            self.loss_weights.append(weights)
+            self._bottom_need_backward.append(bottom_nb)
+            self._layer_need_backward.append(need_backward and not cls.is_data)
+
+        self._prune_backward()
+        if param.force_backward:
+            for i, layer in enumerate(self.layers):
+                self._layer_need_backward[i] = True
+                self._bottom_need_backward[i] = [
+                    nb or layer.allow_force_backward(j)
+                    for j, nb in enumerate(self._bottom_need_backward[i])]
+        self.outputs = sorted(n for n in self.blobs if n not in consumed)  # Caffe: alphabetical
+        self.layer_dict = OrderedDict((l.name, l) for l in self.layers)
+
+    def _prune_backward(self) -> None:
+        """Caffe's analysis: only layers whose tops reach a loss run backward."""
+        under_loss: set[str] = set()
+        skip: set[str] = set()
+        for i in reversed(range(len(self.layers))):
+            contributes = False
+            skip_down = True
+            for j, name in enumerate(self.top_names[i]):
+                if self.loss_weights[i][j] or name in under_loss:
+                    contributes = True
+                if name not in skip:
+                    skip_down = False
+            if self._layer_need_backward[i] and skip_down:
+                self._layer_need_backward[i] = False
+                self._bottom_need_backward[i] = [False] * len(self.bottom_names[i])
+            if not contributes:
+                self._layer_need_backward[i] = False
+            for j, name in enumerate(self.bottom_names[i]):
+                if contributes:
+                    under_loss.add(name)
+                else:
+                    self._bottom_need_backward[i][j] = False
+                if not self._bottom_need_backward[i][j]:
+                    skip.add(name)
+
+    # -- running -------------------------------------------------------------------------------
+    def _range(self, start, end):
+        names = [l.name for l in self.layers]
+        lo = names.index(start) if start is not None else 0
+        hi = names.index(end) if end is not None else len(names) - 1
+        return lo, hi
+
+    def forward_layers(self, start: int = 0, end: int | None = None) -> float:
+        """Run layers start..end (inclusive) and return the weighted loss they produced."""
+        end = len(self.layers) - 1 if end is None else end
+        loss = 0.0
+        for i in range(start, end + 1):
+            layer, tops = self.layers[i], self.top_ids[i]
+            layer.forward(self.bottom_ids[i], tops)
+            for w, top in zip(self.loss_weights[i], tops):
+                if w:
+                    loss += w * float(top.data.sum())
+        return loss
+
+    def backward_layers(self, start: int | None = None, end: int = 0) -> None:
+        start = len(self.layers) - 1 if start is None else start
+        for i in range(start, end - 1, -1):
+            for w, top in zip(self.loss_weights[i], self.top_ids[i]):
+                if w:
+                    top.diff[...] = w
+        for i in range(start, end - 1, -1):
+            if self._layer_need_backward[i]:
+                self.layers[i].backward(self.top_ids[i], self._bottom_need_backward[i],
+                                        self.bottom_ids[i])
+
+    def forward(self, blobs=None, start=None, end=None, **inputs) -> dict[str, np.ndarray]:
+        """pycaffe: set input blobs from keyword arrays, run, return {output name: data}."""
+        for name, value in inputs.items():
+            if name not in self.blobs:
+                raise KeyError(f"'{name}' is not a blob of this net (inputs: {self.inputs})")
+            value = np.asarray(value)
+            if value.shape != self.blobs[name].shape:
+                raise ValueError(f"input '{name}' has shape {value.shape}, the blob has "
+                                 f"{self.blobs[name].shape} (call net.reshape after changing it)")
+            self.blobs[name].data[...] = value
+        lo, hi = self._range(start, end)
+        self.forward_layers(lo, hi)
+        names = set(self.outputs) | set(blobs or ())
+        return {n: self.blobs[n].data for n in self.outputs + list(blobs or []) if n in names}
+
+    def backward(self, diffs=None, start=None, end=None, **top_diffs) -> dict[str, np.ndarray]:
+        """pycaffe: set output diffs from keyword arrays, run backward, return input diffs."""
+        lo, hi = self._range(end, start)
+        for i in range(hi, lo - 1, -1):
+            for w, top in zip(self.loss_weights[i], self.top_ids[i]):
+                if w:
+                    top.diff[...] = w
+        for name, value in top_diffs.items():
+            if name not in self.outputs:
+                raise KeyError(f"'{name}' is not an output of this net ({self.outputs})")
+            self.blobs[name].diff[...] = value
+        for i in range(hi, lo - 1, -1):
+            if self._layer_need_backward[i]:
+                self.layers[i].backward(self.top_ids[i], self._bottom_need_backward[i],
+                                        self.bottom_ids[i])
+        return {n: self.blobs[n].diff for n in self.inputs + list(diffs or [])}
+
+    def forward_backward(self) -> float:
+        loss = self.forward_layers()
+        self.backward_layers()
+        return loss
+
+    def reshape(self) -> None:
+        """Propagate new input shapes through every layer (after changing an Input blob)."""
+        for i, layer in enumerate(self.layers):
+            layer.reshape(self.bottom_ids[i], self.top_ids[i])
+
+    def clear_param_diffs(self) -> None:
+        for p in self.learnable_params:
+            p.blob.diff[...] = 0
+
+    # -- weights -------------------------------------------------------------------------------
+    def share_with(self, other: "Net") -> None:
+        """Use `other`'s parameter blobs for layers of the same name (train -> test nets)."""
+        for layer in self.layers:
+            src = other.layer_dict.get(layer.name)
+            if src is None or not layer.blobs:
+                continue
+            if len(src.blobs) != len(layer.blobs):
+                raise WeightsError(f"layer '{layer.name}' has {len(layer.blobs)} blobs here and "
+                                   f"{len(src.blobs)} in the net it shares with")
+            for j, (mine, theirs) in enumerate(zip(layer.blobs, src.blobs)):
+                if mine.shape != theirs.shape:
+                    raise WeightsError(f"layer '{layer.name}' blob {j}: shape {mine.shape} here, "
+                                       f"{theirs.shape} in the net it shares with")
+                layer.blobs[j] = theirs
+            self.params[layer.name] = layer.blobs
+
+    def copy_from(self, weights) -> list[str]:
+        """Load weights by layer name from a .caffemodel (or NetParameter); returns the names of
+        source layers that matched nothing here."""
+        path = os.fspath(weights) if not isinstance(weights, pb.NetParameter) else "<NetParameter>"
+        source = weights if isinstance(weights, pb.NetParameter) else \
+            read_binary(weights, pb.NetParameter())
+        ignored = []
+        for src in list(source.layer) + list(source.layers):
+            target = self.layer_dict.get(src.name)
+            if target is None:
+                if src.blobs:
+                    ignored.append(src.name)
+                continue
+            if len(src.blobs) != len(target.blobs):
+                raise WeightsError(f"{path}: layer '{src.name}' has {len(src.blobs)} blobs in the "
+                                   f"file but {len(target.blobs)} in the net")
+            for j, (proto, blob) in enumerate(zip(src.blobs, target.blobs)):
+                try:
+                    values = proto_array(proto, self.dtype)
+                except ValueError as e:
+                    raise WeightsError(f"{path}: layer '{src.name}' blob {j}: {e}") from None
+                if values.shape != blob.shape:
+                    if values.size == blob.count and not proto.HasField("shape"):
+                        values = values.reshape(blob.shape)  # legacy 4-d num/channels/h/w
+                    else:
+                        raise WeightsError(
+                            f"{path}: layer '{src.name}' blob {j} has shape {values.shape} in "
+                            f"the file but {blob.shape} in the net")
+                blob.data[...] = values
+        return ignored
+
+    def to_proto(self, write_diff: bool = False) -> pb.NetParameter:
+        """The net with its learned blobs, as Caffe writes a .caffemodel (splits left out)."""
+        out = pb.NetParameter(name=self.name)
+        for i, layer in enumerate(self.layers):
+            if self._origin[i] is None and layer.type == "Split":
+                continue
+            lp = out.layer.add()
+            lp.CopyFrom(layer.spec)
+            del lp.blobs[:]
+            for blob in layer.blobs:
+                lp.blobs.append(blob.to_proto(write_diff))
+        return out
+
+    def save(self, path) -> None:
+        write_binary(path, self.to_proto())
+
+    # -- state for exact resume ------------------------------------------------------------------
+    def layer_states(self) -> dict:
+        return {l.name: s for l in self.layers if (s := l.state())}
+
+    def set_layer_states(self, states: dict) -> None:
+        for name, state in states.items():
+            if name in self.layer_dict:
+                self.layer_dict[name].set_state(state)
+
+    def __repr__(self) -> str:
+        return f"<Net '{self.name}' phase={'TRAIN' if self.phase == TRAIN else 'TEST'} " \
+               f"{len(self.layers)} layers>"
