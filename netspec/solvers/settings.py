@@ -1,0 +1,57 @@
+"""Validated view of a SolverParameter; errors name the solver file, line and field."""
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from ..params import ParamView
+from .lr_policy import POLICIES
+
+AVAILABLE_TYPES = ("SGD",)
+
+
+class SolverSettings(ParamView):
+    base_lr: float = Field(ge=0)
+    lr_policy: str = ""
+    gamma: float = 0.0
+    power: float = 0.0
+    stepsize: int = 0
+    stepvalue: list[int] = []
+    momentum: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    regularization_type: str = "L2"
+    clip_gradients: float = -1.0
+    max_iter: int = Field(0, ge=0)
+    iter_size: int = Field(1, ge=1)
+    display: int = Field(0, ge=0)
+    average_loss: int = Field(1, ge=1)
+    test_interval: int = Field(0, ge=0)
+    test_iter: list[int] = []
+    snapshot: int = Field(0, ge=0)
+    type: str = "SGD"
+    solver_type: str = "SGD"
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.lr_policy not in POLICIES:
+            raise ValueError(f"lr_policy must be one of {', '.join(POLICIES)}. "
+                             f"Received: lr_policy={self.lr_policy!r}")
+        if self.lr_policy in ("step", "sigmoid") and self.lr_policy == "step" and self.stepsize <= 0:
+            raise ValueError(f"stepsize must be > 0 for lr_policy 'step'. "
+                             f"Received: stepsize={self.stepsize}")
+        if self.lr_policy == "multistep":
+            if not self.stepvalue:
+                raise ValueError("stepvalue must list the iterations for lr_policy 'multistep'")
+            if any(b <= a for a, b in zip(self.stepvalue, self.stepvalue[1:])):
+                raise ValueError(f"stepvalue must be increasing. Received: {self.stepvalue}")
+        if self.lr_policy == "poly" and self.max_iter <= 0:
+            raise ValueError("max_iter must be > 0 for lr_policy 'poly'")
+        if self.regularization_type not in ("L1", "L2"):
+            raise ValueError(f"regularization_type must be L1 or L2. "
+                             f"Received: {self.regularization_type!r}")
+        kind = self.type if "type" in self.set_fields else self.solver_type
+        if kind.upper() != "SGD":
+            raise ValueError(f"type {kind!r} is not available yet (available: "
+                             f"{', '.join(AVAILABLE_TYPES)})")
+        if any(n <= 0 for n in self.test_iter):
+            raise ValueError(f"test_iter must be > 0. Received: {self.test_iter}")
+        return self
