@@ -38,15 +38,20 @@ def check_layer(layer: Layer, bottom: list[Blob], top: list[Blob], *, step: floa
     rng = np.random.default_rng(seed)
     if rerun_setup:
         layer.setup(bottom, top)
+    stream = layer.rng.bit_generator.state  # replayed so random layers draw the same mask
     layer.forward(bottom, top)
     weights = [rng.standard_normal(t.shape) for t in top]
 
-    def objective() -> float:
+    def run_forward():
+        layer.rng.bit_generator.state = stream
         layer.forward(bottom, top)
+
+    def objective() -> float:
+        run_forward()
         return float(sum((t.data * w).sum() for t, w in zip(top, weights)))
 
     def analytic():
-        layer.forward(bottom, top)
+        run_forward()
         for t, w in zip(top, weights):
             t.diff[...] = w
         for p in layer.blobs:
@@ -84,5 +89,5 @@ def check_layer(layer: Layer, bottom: list[Blob], top: list[Blob], *, step: floa
         err = float((np.abs(nflat - g) / scale).max()) if g.size else 0.0
         results.append(GradResult(name, float(np.abs(nflat).sum()), float(np.abs(g).sum()),
                                   err, err <= threshold))
-    layer.forward(bottom, top)
+    run_forward()
     return results

@@ -166,9 +166,10 @@ class PoolingView(ParamView):
         else:
             self.kernel = spatial_pair("kernel_size", [self.kernel_size] if "kernel_size" in has
                                        else [], self.kernel_h, self.kernel_w, kh, None)
-        self.strides = spatial_pair("stride", [self.stride], self.stride_h, self.stride_w,
+        self.strides = spatial_pair("stride", [self.stride] if "stride" in has else [],
+                                    self.stride_h, self.stride_w,
                                     "stride_h" in has or "stride_w" in has, 1)
-        self.pads = spatial_pair("pad", [self.pad], self.pad_h, self.pad_w,
+        self.pads = spatial_pair("pad", [self.pad] if "pad" in has else [], self.pad_h, self.pad_w,
                                  "pad_h" in has or "pad_w" in has, 0)
         if not self.global_pooling and min(self.kernel) < 1:
             raise ValueError(f"kernel_size must be >= 1, got {self.kernel}")

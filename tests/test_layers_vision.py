@@ -1,0 +1,184 @@
+"""Convolution and Pooling: hand-worked values, Caffe's rounding, gradient checks, torch oracle."""
+import numpy as np
+import pytest
+
+from conftest import assert_gradients, blobs, distinct, make_layer, run
+
+CONV = ('type: "Convolution" convolution_param {{ num_output: {m} {extra} '
+        'weight_filler {{ type: "gaussian" }} bias_filler {{ type: "gaussian" }} }}')
+
+
+# -- seed 002: 5x5 input, 2x2 kernel, stride 1 -----------------------------------------------
+SEED_O = np.array([[0.51, 0.9, 0.88, 0.84, 0.05],
+                   [0.4, 0.62, 0.22, 0.59, 0.1],
+                   [0.11, 0.2, 0.74, 0.33, 0.14],
+                   [0.47, 0.01, 0.85, 0.7, 0.09],
+                   [0.76, 0.19, 0.72, 0.17, 0.57]])
+SEED_DELTA = np.array([[0, 0, 0.0686, 0],
+                       [0, 0.0364, 0, 0],
+                       [0, 0.0467, 0, 0],
+                       [0, 0, 0, -0.0681]])
+
+
+def test_seed_002_weight_gradient():
+    layer, bottom, top = run('type: "Convolution" convolution_param { num_output: 1 '
+                             'kernel_size: 2 bias_term: false }', SEED_O[None, None])
+    assert top[0].shape == (1, 1, 4, 4)
+    top[0].diff[...] = SEED_DELTA
+    layer.backward(top, [True], bottom)
+    np.testing.assert_allclose(layer.blobs[0].diff[0, 0],
+                               [[0.044606, 0.094061], [0.011262, 0.068288]], atol=1e-6)
+
+
+def test_seed_002_forward_is_cross_correlation():
+    layer, bottom, top = run('type: "Convolution" convolution_param { num_output: 1 '
+                             'kernel_size: 2 }', SEED_O[None, None])
+    w, b = layer.blobs[0].data[0, 0], layer.blobs[1].data[0]
+    expected = np.array([[(SEED_O[i:i + 2, j:j + 2] * w).sum() + b for j in range(4)]
+                         for i in range(4)])
+    np.testing.assert_allclose(top[0].data[0, 0], expected)
+
+
+def test_seed_004_input_delta_is_full_convolution_with_rotated_kernel():
+    layer, bottom, top = run('type: "Convolution" convolution_param { num_output: 1 '
+                             'kernel_size: 2 bias_term: false }', SEED_O[None, None])
+    w = layer.blobs[0].data[0, 0]
+    top[0].diff[...] = SEED_DELTA
+    layer.backward(top, [True], bottom)
+    padded = np.pad(SEED_DELTA, 1)
+    rot = w[::-1, ::-1]
+    expected = np.array([[(padded[i:i + 2, j:j + 2] * rot).sum() for j in range(5)]
+                         for i in range(5)])
+    np.testing.assert_allclose(bottom[0].diff[0, 0], expected)
+
+
+@pytest.mark.parametrize("extra,shape", [
+    ("kernel_size: 3", (2, 3, 6, 5)),
+    ("kernel_size: 3 stride: 2 pad: 1", (2, 3, 7, 6)),
+    ("kernel_size: 2 stride: 3", (1, 2, 8, 7)),
+    ("kernel_h: 2 kernel_w: 3 stride_h: 1 stride_w: 2 pad_h: 1 pad_w: 0", (2, 2, 5, 7)),
+    ("kernel_size: 3 dilation: 2", (1, 2, 7, 7)),
+    ("kernel_size: 3 group: 2 pad: 1", (2, 4, 5, 5)),
+    ("kernel_size: 1 bias_term: false", (2, 3, 4, 4)),
+])
+def test_convolution_gradients(extra, shape):
+    m = 4
+    assert_gradients(CONV.format(m=m, extra=extra), np.random.default_rng(0).normal(size=shape))
+
+
+def test_convolution_shapes_and_errors():
+    layer, _, top = run(CONV.format(m=5, extra="kernel_size: 3 stride: 2 pad: 1"),
+                        np.zeros((2, 3, 7, 8)))
+    assert top[0].shape == (2, 5, 4, 4)
+    assert layer.blobs[0].shape == (5, 3, 3, 3) and layer.blobs[1].shape == (5,)
+    from netspec.layers import LayerSetupError
+    with pytest.raises(LayerSetupError, match="larger than the padded input"):
+        run(CONV.format(m=2, extra="kernel_size: 5"), np.zeros((1, 1, 3, 3)))
+    with pytest.raises(LayerSetupError, match="num_output must be greater than 0"):
+        make_layer('type: "Convolution" convolution_param { num_output: 0 kernel_size: 3 }')
+    with pytest.raises(LayerSetupError, match="kernel_size must be given"):
+        make_layer('type: "Convolution" convolution_param { num_output: 2 }')
+    with pytest.raises(LayerSetupError, match="stride must be >= 1"):
+        make_layer(CONV.format(m=2, extra="kernel_size: 3 stride: 0"))
+
+
+# -- pooling -----------------------------------------------------------------------------------
+POOL = 'type: "Pooling" pooling_param {{ pool: {pool} {extra} }}'
+
+
+def test_max_pool_hand_worked_with_mask():
+    x = np.array([[1, 3, 2, 0], [4, 2, 1, 5], [0, 1, 7, 2], [3, 6, 1, 1.]])
+    layer, bottom, top = run(POOL.format(pool="MAX", extra="kernel_size: 2 stride: 2"),
+                             x[None, None], ntop=2)
+    np.testing.assert_array_equal(top[0].data[0, 0], [[4, 5], [6, 7]])
+    np.testing.assert_array_equal(top[1].data[0, 0], [[4, 7], [13, 10]])  # h * W + w
+    top[0].diff[...] = [[[[1, 2], [3, 4]]]]
+    layer.backward(top, [True], bottom)
+    np.testing.assert_array_equal(bottom[0].diff[0, 0], [[0, 0, 0, 0], [1, 0, 0, 2],
+                                                         [0, 0, 4, 0], [0, 3, 0, 0]])
+
+
+def test_ave_pool_hand_worked_with_padding_counts_pad_in_divisor():
+    x = np.arange(1, 10, dtype=float).reshape(1, 1, 3, 3)
+    _, _, top = run(POOL.format(pool="AVE", extra="kernel_size: 2 stride: 2 pad: 1"), x)
+    # windows [-1,1)x[-1,1) etc., divisor = window area clipped to the PADDED input (4)
+    np.testing.assert_allclose(top[0].data[0, 0], [[1 / 4, (2 + 3) / 4], [(4 + 7) / 4,
+                                                                         (5 + 6 + 8 + 9) / 4]])
+
+
+def test_pool_output_size_rounds_up_like_caffe():
+    _, _, top = run(POOL.format(pool="MAX", extra="kernel_size: 2 stride: 2"),
+                    distinct((1, 1, 5, 5)))
+    assert top[0].shape == (1, 1, 3, 3)  # PyTorch's default floor would give 2x2
+    _, _, top = run(POOL.format(pool="MAX", extra="kernel_size: 3 stride: 2"),
+                    distinct((1, 1, 6, 6)))
+    assert top[0].shape == (1, 1, 3, 3)  # ceil((6-3)/2)+1 = 3
+    # with pad, a last window starting inside the padding is dropped: (7+2-3)/2 -> 4, not 5
+    _, _, top = run(POOL.format(pool="MAX", extra="kernel_size: 3 stride: 2 pad: 1"),
+                    distinct((1, 1, 7, 7)))
+    assert top[0].shape == (1, 1, 4, 4)
+    _, _, top = run(POOL.format(pool="AVE", extra="global_pooling: true"), distinct((2, 3, 5, 4)))
+    assert top[0].shape == (2, 3, 1, 1)
+
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+@pytest.mark.parametrize("extra,shape", [
+    ("kernel_size: 2 stride: 2", (2, 2, 6, 6)),
+    ("kernel_size: 2 stride: 2", (2, 2, 5, 7)),        # ceil-mode edge windows
+    ("kernel_size: 3 stride: 2", (1, 2, 7, 6)),        # overlapping windows
+    ("kernel_size: 3 stride: 1 pad: 1", (1, 2, 5, 5)),
+    ("kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1", (1, 2, 6, 5)),
+    ("global_pooling: true", (2, 3, 4, 3)),
+])
+def test_pooling_gradients(pool, extra, shape):
+    assert_gradients(POOL.format(pool=pool, extra=extra), distinct(shape))
+
+
+def test_pooling_errors():
+    from netspec.layers import LayerSetupError
+    with pytest.raises(LayerSetupError, match="pad"):
+        make_layer(POOL.format(pool="MAX", extra="kernel_size: 2 pad: 2"))
+    with pytest.raises(LayerSetupError, match="not supported yet"):
+        make_layer(POOL.format(pool="STOCHASTIC", extra="kernel_size: 2"))
+
+
+# -- PyTorch as an independent oracle ------------------------------------------------------------
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("extra,kw", [
+    ("kernel_size: 3 stride: 2 pad: 1 group: 2", dict(stride=2, padding=1, groups=2)),
+    ("kernel_h: 2 kernel_w: 3 dilation: 2", dict(dilation=2)),
+])
+def test_convolution_matches_torch(extra, kw):
+    x = np.random.default_rng(3).normal(size=(2, 4, 9, 8))
+    layer, bottom, top = run(CONV.format(m=6, extra=extra), x)
+    dy = np.random.default_rng(4).normal(size=top[0].shape)
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(layer.blobs[0].data, requires_grad=True)
+    bt = torch.tensor(layer.blobs[1].data, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, bt, **kw)
+    yt.backward(torch.tensor(dy))
+    np.testing.assert_allclose(top[0].data, yt.detach().numpy(), atol=1e-10)
+    np.testing.assert_allclose(bottom[0].diff, xt.grad.numpy(), atol=1e-10)
+    np.testing.assert_allclose(layer.blobs[0].diff, wt.grad.numpy(), atol=1e-10)
+    np.testing.assert_allclose(layer.blobs[1].diff, bt.grad.numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+def test_pooling_matches_torch_with_ceil_mode(pool):
+    x = distinct((2, 3, 7, 7), seed=2)
+    layer, bottom, top = run(POOL.format(pool=pool, extra="kernel_size: 3 stride: 2 pad: 1"), x)
+    dy = np.random.default_rng(4).normal(size=top[0].shape)
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    xt = torch.tensor(x, requires_grad=True)
+    f = torch.nn.functional
+    yt = f.max_pool2d(xt, 3, 2, 1, ceil_mode=True) if pool == "MAX" else \
+        f.avg_pool2d(xt, 3, 2, 1, ceil_mode=True, count_include_pad=True)
+    yt.backward(torch.tensor(dy))
+    assert yt.shape == top[0].shape
+    np.testing.assert_allclose(top[0].data, yt.detach().numpy(), atol=1e-12)
+    np.testing.assert_allclose(bottom[0].diff, xt.grad.numpy(), atol=1e-12)
