@@ -12,6 +12,20 @@ from .errors import DataError
 from .proto import netspec_pb2 as pb
 
 
+_OPEN: dict[str, tuple[lmdb.Environment, list[bytes]]] = {}
+
+
+def _open(path: str) -> tuple[lmdb.Environment, list[bytes]]:
+    """One environment per database per process (LMDB allows no more), with its keys."""
+    real = os.path.realpath(path)
+    if real not in _OPEN:
+        env = lmdb.open(real, readonly=True, lock=False, readahead=False, max_readers=64)
+        with env.begin() as txn:
+            keys = list(txn.cursor().iternext(keys=True, values=False))
+        _OPEN[real] = (env, keys)
+    return _OPEN[real]
+
+
 class DatumReader:
     """Random access to the records of an LMDB in key order."""
 
@@ -19,9 +33,7 @@ class DatumReader:
         if not os.path.isdir(path) or not os.path.exists(os.path.join(path, "data.mdb")):
             raise DataError(f"data source '{path}' not found (for MNIST, create it with "
                             f"`netspec data get mnist`)")
-        self.env = lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=16)
-        with self.env.begin() as txn:
-            self.keys = list(txn.cursor().iternext(keys=True, values=False))
+        self.env, self.keys = _open(path)
         if not self.keys:
             raise DataError(f"data source '{path}' holds no records")
         self.path = path
@@ -82,5 +94,8 @@ def write_datum_lmdb(path: str, images: np.ndarray, labels: np.ndarray) -> None:
                     txn.put(b"%08d" % i, datum.SerializeToString())
     finally:
         env.close()
+    stale = _OPEN.pop(os.path.realpath(path), None)
+    if stale:
+        stale[0].close()
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)

@@ -39,8 +39,8 @@ class ShapeError(SpecError):
     """Shapes that cannot work together (names the layer and the shapes)."""
 
 
-class DataError(NetspecError):
-    """A data set or database that is missing or unreadable."""
+class DataError(SpecError):
+    """A data set or database that is missing or unreadable (the spec's `source`)."""
 
 
 class WeightsError(NetspecError):

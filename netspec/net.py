@@ -7,7 +7,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .blob import Blob, proto_array
-from .errors import SpecError, WeightsError
+from .errors import DataError, SpecError, WeightsError
 from .graph import filter_net, insert_splits, upgrade_inputs
 from .layers.base import Layer, LayerSetupError
 from .proto import netspec_pb2 as pb
@@ -111,6 +111,8 @@ class Net:
                 layer.setup(bottoms, tops)
             except LayerSetupError as e:
                 raise self._error(i, str(e), e.field) from None
+            except DataError as e:
+                raise self._error(i, e.message, "source", cls=DataError) from None
             except (ValueError, OSError) as e:
                 raise self._error(i, str(e)) from None
             if cls.is_data and lp.type == "Input":
