@@ -3,6 +3,7 @@
 Errors a user can cause print one line and exit 1; --debug shows the traceback."""
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import signal
@@ -22,6 +23,20 @@ data_app = typer.Typer(no_args_is_help=True, help="Fetch and convert data sets (
 app.add_typer(data_app, name="data")
 
 _debug = False
+
+
+def friendly(command):
+    """Errors a user can cause become one line on stderr and exit code 1 (--debug: traceback)."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except NetspecError as e:
+            if _debug:
+                raise
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+    return run
 
 
 def _version(value: bool):
@@ -54,6 +69,7 @@ def _is_net_spec(path: str) -> bool:
 
 
 @app.command()
+@friendly
 def train(
         solver_file: Optional[str] = typer.Argument(
             None, metavar="SOLVER", help="Solver prototxt (or a net prototxt: default solver)."),
@@ -64,6 +80,8 @@ def train(
             None, "--weights", help="Fine-tune from these .caffemodel weights (comma-separated)."),
         log_file: Optional[str] = typer.Option(None, "--log", help="Also write the log here."),
         dtype: str = typer.Option("float32", "--dtype", help="float32 or float64."),
+        max_iter: Optional[int] = typer.Option(None, "--max-iter", min=0,
+                                               help="Override the solver's max_iter."),
 ):
     """Train a net: Caffe's `caffe train --solver=... [--snapshot=...|--weights=...]`."""
     from .log import logger
@@ -80,7 +98,7 @@ def train(
         logger.warning("%s is a net, not a solver: training with a default solver (SGD, base_lr "
                        "0.01, momentum 0.9, lr_policy fixed, max_iter 10000, no testing, "
                        "snapshots to %s_iter_N)", path, spec.snapshot_prefix)
-    s = get_solver(spec, np.dtype(dtype), weights=weights)
+    s = get_solver(spec, np.dtype(dtype), weights=weights, max_iter=max_iter)
 
     interrupted = []
 
@@ -100,6 +118,7 @@ def train(
 
 
 @app.command()
+@friendly
 def test(
         model: str = typer.Option(..., "--model", help="Net prototxt (run in phase TEST)."),
         weights: Optional[str] = typer.Option(None, "--weights", help=".caffemodel to test."),
@@ -134,6 +153,7 @@ def test(
 
 
 @data_app.command("get")
+@friendly
 def data_get(
         name: str = typer.Argument(..., help="Data set: mnist."),
         folder: Optional[str] = typer.Option(None, "--dir", help="Where to write (data/NAME)."),
@@ -148,19 +168,5 @@ def data_get(
 
 
 def main() -> None:
-    """Console entry point: friendly one-line errors unless --debug."""
-    try:
-        app(standalone_mode=False)
-    except NetspecError as e:
-        if _debug:
-            raise
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    except (typer.Exit, SystemExit) as e:
-        sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
-    except typer.Abort:
-        typer.echo("Aborted.", err=True)
-        sys.exit(1)
-    except __import__("click").exceptions.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+    """Console entry point."""
+    app()

@@ -56,7 +56,8 @@ def filter_net(net: pb.NetParameter, state: pb.NetState, source: Source,
     kept = []
     for i, layer in enumerate(net.layer):
         if layer.include and layer.exclude:
-            raise source.error("specify either include rules or exclude rules, not both",
+            raise source.error(f"{layer.type} '{layer.name}': give either include rules or "
+                               f"exclude rules, not both",
                                origin[i], layer.name, "include")
         if layer.include:
             keep = any(state_meets_rule(state, r) for r in layer.include)
@@ -96,13 +97,15 @@ def insert_splits(net: pb.NetParameter, origin: list[int], source: Source) -> tu
                     msg = f"unknown bottom blob '{name}'" + (
                         f" (did you mean '{close[0]}'?)" if close else
                         f" (blobs so far: {', '.join(last_top) or 'none'})")
-                raise source.error(msg, origin[i], layer.name, "bottom")
+                raise source.error(f"{layer.type} '{layer.name}': {msg}", origin[i], layer.name,
+                                   "bottom")
             source_of[(i, j)] = last_top[name]
             consumers[last_top[name]] = consumers.get(last_top[name], 0) + 1
         for j, name in enumerate(layer.top):
             in_place = j < len(layer.bottom) and layer.bottom[j] == name
             if name in producers and not in_place:
-                raise source.error(f"top blob '{name}' is produced by both layer "
+                raise source.error(f"{layer.type} '{layer.name}': top blob '{name}' is produced "
+                                   f"by both layer "
                                    f"'{producers[name]}' and this one (only in-place layers, "
                                    f"with top == bottom, may reuse a name)",
                                    origin[i], layer.name, "top")

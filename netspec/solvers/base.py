@@ -35,13 +35,15 @@ def default_solver(net_file: str) -> pb.SolverParameter:
 class Solver:
     """Holds the train net, the test nets (sharing its weights) and the update history."""
 
-    def __init__(self, solver, dtype=np.float32, *, weights=None):
+    def __init__(self, solver, dtype=np.float32, *, weights=None, max_iter: int | None = None):
         if isinstance(solver, pb.SolverParameter):
             self.param, self.file, text = solver, None, None
         else:
             self.file = os.fspath(solver)
             self.param = read_solver(self.file)
             text = Path(self.file).read_text()
+        if max_iter is not None:
+            self.param.max_iter = max_iter
         self.source = Source(self.file, text)
         try:
             self.settings = build_view(SolverSettings, self.param)

@@ -1,0 +1,182 @@
+"""The CLI: happy paths (train, resume, fine-tune, test, a net spec alone) and one-line errors."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import ROOT
+from netspec.cli import app
+from netspec.db import write_datum_lmdb
+
+runner = CliRunner()
+
+NET = """name: "tiny"
+layer {{
+  name: "data"
+  type: "Data"
+  top: "data"
+  top: "label"
+  transform_param {{ scale: 0.00390625 }}
+  data_param {{ source: "{src}" batch_size: 8 backend: LMDB }}
+}}
+layer {{
+  name: "conv"
+  type: "Convolution"
+  bottom: "data"
+  top: "conv"
+  convolution_param {{ num_output: 3 kernel_size: 2 weight_filler {{ type: "xavier" }} }}
+}}
+layer {{
+  name: "ip"
+  type: "InnerProduct"
+  bottom: "conv"
+  top: "ip"
+  inner_product_param {{ num_output: 2 weight_filler {{ type: "xavier" }} }}
+}}
+layer {{
+  name: "loss"
+  type: "SoftmaxWithLoss"
+  bottom: "ip"
+  bottom: "label"
+  top: "loss"
+}}
+layer {{
+  name: "accuracy"
+  type: "Accuracy"
+  bottom: "ip"
+  bottom: "label"
+  top: "accuracy"
+  include {{ phase: TEST }}
+}}
+"""
+
+SOLVER = """net: "net.prototxt"
+test_iter: 2
+test_interval: 4
+base_lr: 0.05
+momentum: 0.9
+lr_policy: "inv"
+gamma: 0.0001
+power: 0.75
+display: 2
+max_iter: 8
+snapshot: 4
+snapshot_prefix: "snaps/tiny"
+random_seed: 3
+"""
+
+
+@pytest.fixture
+def project(in_tmp):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=40)
+    images = (rng.integers(0, 100, size=(40, 1, 4, 4)) + 150 * labels[:, None, None, None])
+    write_datum_lmdb("db", images.astype(np.uint8), labels)
+    (in_tmp / "net.prototxt").write_text(NET.format(src="db"))
+    (in_tmp / "solver.prototxt").write_text(SOLVER)
+    return in_tmp
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_train_prints_caffes_log_lines_and_snapshots(project):
+    r = invoke("train", "solver.prototxt")
+    assert r.exit_code == 0, r.output
+    out = r.output
+    for expected in ("Solving tiny", "Learning Rate Policy: inv", "Iteration 0, Testing net (#0)",
+                     "    Test net output #0: accuracy = ", "    Test net output #1: loss = ",
+                     "Iteration 2 (", " iter/s, ", "s/2 iters), loss = ",
+                     "    Train net output #0: loss = ", "(* 1 = ", " loss)",
+                     "Iteration 2, lr = 0.0499925",
+                     "Snapshotting to binary proto file snaps/tiny_iter_4.caffemodel",
+                     "Snapshotting solver state to binary proto file snaps/tiny_iter_4.solverstate",
+                     "Iteration 8, loss = ", "Optimization Done."):
+        assert expected in out, expected
+    assert (project / "snaps" / "tiny_iter_8.caffemodel").exists()
+    assert out.splitlines()[0][0] == "I"  # glog prefix for Caffe's parse_log.py
+
+
+def test_resume_finetune_and_test(project):
+    assert invoke("train", "--solver", "solver.prototxt").exit_code == 0
+    r = invoke("train", "solver.prototxt", "--snapshot", "snaps/tiny_iter_4.solverstate")
+    assert r.exit_code == 0, r.output
+    assert "Restoring previous solver status from snaps/tiny_iter_4.solverstate" in r.output
+    assert "Iteration 2 (" not in r.output and "Iteration 4, Testing net (#0)" in r.output
+    r = invoke("train", "solver.prototxt", "--weights", "snaps/tiny_iter_8.caffemodel",
+               "--max-iter", "2")
+    assert r.exit_code == 0 and "Finetuning from snaps/tiny_iter_8.caffemodel" in r.output
+    r = invoke("test", "--model", "net.prototxt", "--weights", "snaps/tiny_iter_8.caffemodel",
+               "--iterations", "3")
+    assert r.exit_code == 0, r.output
+    assert "Batch 2, accuracy = " in r.output and "Loss: " in r.output
+    assert "] accuracy = " in r.output and "] loss = " in r.output
+
+
+def test_a_net_spec_alone_trains_with_a_default_solver(project):
+    r = invoke("train", "net.prototxt", "--max-iter", "3")
+    assert r.exit_code == 0, r.output
+    assert "is a net, not a solver: training with a default solver (SGD, base_lr 0.01, " \
+           "momentum 0.9" in r.output
+    assert (project / "snapshots" / "net_iter_3.caffemodel").exists()
+
+
+@pytest.mark.parametrize("edit,message", [
+    (("num_output: 3 kernel_size", "num_ouput: 3 kernel_size"),
+     'net.prototxt:15:23: layer \'conv\': ConvolutionParameter has no field named "num_ouput" '
+     '(did you mean "num_output"?)'),
+    (('type: "InnerProduct"', 'type: "InnerProdct"'),
+     "net.prototxt:19: InnerProdct 'ip': unknown layer type 'InnerProdct' (did you mean "
+     "'InnerProduct'?)"),
+    (('bottom: "conv"\n  top: "ip"', 'bottom: "conv2"\n  top: "ip"'),
+     "net.prototxt:20: InnerProduct 'ip': unknown bottom blob 'conv2' (did you mean 'conv'?)"),
+    (("kernel_size: 2", "kernel_size: 7"), "net.prototxt:15: Convolution 'conv': kernel (7, 7) "
+     "(dilation (1, 1)) is larger than the padded input 4x4 (input 4x4, pad (0, 0))"),
+])
+def test_spec_errors_are_one_line_with_exit_code_1(project, edit, message):
+    (project / "net.prototxt").write_text(NET.format(src="db").replace(*edit))
+    r = invoke("train", "solver.prototxt")
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines()[-1] == f"error: {message}"
+    assert "Traceback" not in r.output
+
+
+def test_weights_errors(project):
+    r = invoke("train", "solver.prototxt", "--weights", "missing.caffemodel")
+    assert r.exit_code == 1 and "error: missing.caffemodel: file not found" in r.output
+    assert invoke("train", "solver.prototxt", "--max-iter", "1").exit_code == 0
+    data = (project / "snaps" / "tiny_iter_1.caffemodel").read_bytes()
+    (project / "cut.caffemodel").write_bytes(data[:len(data) - 7])
+    r = invoke("test", "--model", "net.prototxt", "--weights", "cut.caffemodel")
+    assert r.exit_code == 1
+    assert "error: cut.caffemodel: not a valid NetParameter (truncated or corrupt" in r.output
+    r = invoke("train", "solver.prototxt", "--snapshot", "nope.solverstate")
+    assert r.exit_code == 1 and "nope.solverstate: file not found" in r.output
+
+
+def test_missing_data_says_which_command_creates_it(project):
+    (project / "net.prototxt").write_text(NET.format(src="data/mnist/mnist_train_lmdb"))
+    r = invoke("train", "solver.prototxt")
+    assert r.exit_code == 1
+    assert "`netspec data get mnist`" in r.output.splitlines()[-1]
+
+
+def test_real_subprocess_and_version(project):
+    (project / "net.prototxt").write_text(NET.format(src="db").replace("top: \"ip\"\n", "top: \"ip\"\n  kernel_size: 3\n", 1))
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "solver.prototxt"],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
+    assert 'LayerParameter has no field named "kernel_size"' in done.stderr
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--version"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("netspec ")
+
+
+def test_debug_shows_the_traceback(project):
+    (project / "net.prototxt").write_text(NET.format(src="db").replace("InnerProduct", "IP", 1))
+    r = invoke("--debug", "train", "solver.prototxt")
+    assert r.exit_code == 1 and r.exception is not None
