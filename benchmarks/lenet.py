@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def netspec_rate(batches, labels, iterations):
-    import numpy as np
     import netspec
     from netspec.proto import netspec_pb2 as pb
     from netspec.spec import read_text

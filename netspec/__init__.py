@@ -1,6 +1,6 @@
 """netspec: Caffe's declarative deep-learning workflow in Python, with a pycaffe-shaped API."""
 from .blob import Blob
-from .errors import DataError, NetspecError, ShapeError, SpecError, WeightsError
+from .errors import DataError, NetspecError, SpecError, WeightsError
 from .layers import Layer
 from .net import TEST, TRAIN, Net
 from .registry import layer_types, register_layer
@@ -8,7 +8,7 @@ from .registry import layer_types, register_layer
 __version__ = "0.1.0"
 
 __all__ = ["Blob", "Layer", "Net", "TRAIN", "TEST", "register_layer", "layer_types",
-           "get_solver", "SGDSolver", "NetspecError", "SpecError", "ShapeError", "DataError",
+           "get_solver", "SGDSolver", "NetspecError", "SpecError", "DataError",
            "WeightsError"]
 
 

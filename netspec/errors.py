@@ -35,10 +35,6 @@ class SpecError(NetspecError):
         return self
 
 
-class ShapeError(SpecError):
-    """Shapes that cannot work together (names the layer and the shapes)."""
-
-
 class DataError(SpecError):
     """A data set or database that is missing or unreadable (the spec's `source`)."""
 

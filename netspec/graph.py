@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 
-from .errors import SpecError
 from .proto import netspec_pb2 as pb
 from .spec import Source
 

@@ -12,7 +12,7 @@ from .graph import filter_net, insert_splits, upgrade_inputs
 from .layers.base import Layer, LayerSetupError
 from .proto import netspec_pb2 as pb
 from .registry import get_layer_class
-from .spec import Source, read_binary, read_net, write_binary
+from .spec import read_binary, read_net, write_binary
 
 TRAIN, TEST = pb.TRAIN, pb.TEST
 

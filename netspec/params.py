@@ -10,7 +10,6 @@ from typing import Any
 from google.protobuf import message as pb_message
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .proto import netspec_pb2 as pb
 
 
 class ParamView(BaseModel):
@@ -81,4 +80,3 @@ def spatial_pair(name: str, values: list[int], h: int, w: int, has_hw: bool,
     raise ValueError(f"{name} takes 1 or 2 values for 2-D data, got {len(values)}")
 
 
-FillerParameter = pb.FillerParameter

@@ -66,7 +66,7 @@ def _friendly_parse_error(e: text_format.ParseError, text: str, file: str) -> Sp
 
 def layer_lines(text: str) -> list[int]:
     """1-based line of each top-level `layer {` / `layers {` block, in file order."""
-    lines, depth, i, line = [], 0, 0, 1
+    lines, depth, line, word_line = [], 0, 1, 0
     token = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|\n|[{}<>]|\w+')
     last_word = None
     for m in token.finditer(text):

@@ -1,7 +1,6 @@
 """Shared test helpers: build one layer from prototxt text, and run the numeric gradient check."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

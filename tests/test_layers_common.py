@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 from conftest import assert_gradients, make_layer, run
-from netspec.blob import Blob
 
 IP = ('type: "InnerProduct" inner_product_param {{ num_output: 4 {extra} '
       'weight_filler {{ type: "gaussian" }} bias_filler {{ type: "gaussian" }} }}')

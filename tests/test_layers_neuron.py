@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 from conftest import assert_gradients, blobs, make_layer, run
-from netspec.blob import Blob
 
 X = np.random.default_rng(0).normal(size=(2, 3, 4))
 

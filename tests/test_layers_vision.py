@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import assert_gradients, blobs, distinct, make_layer, run
+from conftest import assert_gradients, distinct, make_layer, run
 
 CONV = ('type: "Convolution" convolution_param {{ num_output: {m} {extra} '
         'weight_filler {{ type: "gaussian" }} bias_filler {{ type: "gaussian" }} }}')

@@ -1,6 +1,5 @@
 """LeNet on real MNIST from the shipped spec files. CI runs the short version; the full
 10,000-iteration run (>= 99% test accuracy) is marked slow: `pytest -m slow`."""
-import numpy as np
 import pytest
 
 from conftest import ROOT

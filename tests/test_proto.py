@@ -2,7 +2,6 @@
 binary round trips."""
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

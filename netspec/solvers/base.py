@@ -6,7 +6,6 @@ iter_size, regularise, compute the update value (subclass), and subtract it. No 
 changes while backward runs."""
 from __future__ import annotations
 
-import logging
 import os
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from ..net import TEST, TRAIN, Net
 from ..params import build_view
 from ..proto import netspec_pb2 as pb
 from ..snapshot import read_solverstate, snapshot_paths, write_solverstate
-from ..spec import Source, field_line, read_net, read_solver, resolve_path
+from ..spec import Source, field_line, read_solver, resolve_path
 from .lr_policy import learning_rate
 from .settings import SolverSettings
 
