@@ -1,13 +1,10 @@
-"""Sliding windows over the last two axes, shared by convolution and pooling.
+"""im2col / col2im and kernel-tap slicing, shared by convolution and pooling.
 
-`windows` is a strided VIEW (no copy) of every kernel tap at every output position;
-`add_windows` is its adjoint (col2im): it sums tap gradients back into the input, looping only
-over the few kernel taps, never over pixels.
-"""
+Loops run over the kernel's few taps (i, j), never over pixels: for each tap, one strided slice
+of the padded input holds the value that tap sees at every output position."""
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 
 def conv_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
@@ -23,24 +20,29 @@ def pad_hw(x: np.ndarray, top: int, left: int, bottom: int, right: int, value=0.
     return np.pad(x, widths, mode="constant", constant_values=value)
 
 
-def windows(xp: np.ndarray, kernel, stride, dilation, out) -> np.ndarray:
-    """View of shape (..., kh, kw, oh, ow): element [..., i, j, y, x] is
-    xp[..., y*sh + i*dh, x*sw + j*dw]."""
+def tap_slices(kernel, stride, dilation, out):
+    """(i, j, (rows, cols)) for every kernel tap: the slices of the padded input that tap reads
+    at every output position (row y reads y * stride + i * dilation)."""
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out
-    *lead, _, _ = xp.shape
-    s = xp.strides
-    return as_strided(xp, shape=(*lead, kh, kw, oh, ow),
-                      strides=(*s[:-2], s[-2] * dh, s[-1] * dw, s[-2] * sh, s[-1] * sw),
-                      writeable=False)
-
-
-def add_windows(grad: np.ndarray, padded_shape, stride, dilation) -> np.ndarray:
-    """Adjoint of `windows`: grad (..., kh, kw, oh, ow) summed into an array of padded_shape."""
-    *_, kh, kw, oh, ow = grad.shape
-    (sh, sw), (dh, dw) = stride, dilation
-    out = np.zeros(padded_shape, dtype=grad.dtype)
     for i in range(kh):
         for j in range(kw):
-            out[..., i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                j * dw:j * dw + sw * (ow - 1) + 1:sw] += grad[..., i, j, :, :]
+            yield i, j, (slice(i * dh, i * dh + sh * (oh - 1) + 1, sh),
+                         slice(j * dw, j * dw + sw * (ow - 1) + 1, sw))
+
+
+def im2col(xp_cn: np.ndarray, kernel, stride, dilation, out) -> np.ndarray:
+    """Padded input in (C, N, H, W) layout -> columns (C, kh, kw, N, oh, ow)."""
+    c, n = xp_cn.shape[:2]
+    col = np.empty((c, *kernel, n, *out), dtype=xp_cn.dtype)
+    for i, j, (rows, cols) in tap_slices(kernel, stride, dilation, out):
+        col[:, i, j] = xp_cn[:, :, rows, cols]
+    return col
+
+
+def col2im(col: np.ndarray, padded_hw, stride, dilation) -> np.ndarray:
+    """Adjoint of im2col: columns (C, kh, kw, N, oh, ow) summed into a (C, N, H, W) array."""
+    c, kh, kw, n, oh, ow = col.shape
+    out = np.zeros((c, n, *padded_hw), dtype=col.dtype)
+    for i, j, (rows, cols) in tap_slices((kh, kw), stride, dilation, (oh, ow)):
+        out[:, :, rows, cols] += col[:, i, j]
     return out

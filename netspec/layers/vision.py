@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from ..params import ParamView, spatial_pair
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
-from ._im2col import add_windows, conv_out_size, pad_hw, windows
+from ._im2col import col2im, conv_out_size, im2col, pad_hw, tap_slices
 from .base import Layer, LayerSetupError
 
 
@@ -100,25 +100,19 @@ class Convolution(Layer):
         self.out_hw = (oh, ow)
         top[0].reshape(n, p.num_output, oh, ow)
 
-    def _col(self, x):
-        """(group, C/group*kh*kw, N*oh*ow) matrix of input patches."""
-        p = self.p
-        xp = pad_hw(x, p.pads[0], p.pads[1], p.pads[0], p.pads[1])
-        win = windows(xp, p.kernel, p.strides, p.dilations, self.out_hw)  # N,C,kh,kw,oh,ow
-        n, c = x.shape[:2]
-        col = win.transpose(1, 2, 3, 0, 4, 5)  # C,kh,kw,N,oh,ow
-        return np.ascontiguousarray(col).reshape(p.group, -1, n * self.out_hw[0] * self.out_hw[1])
-
     def forward(self, bottom, top):
         p = self.p
         x = bottom[0].data
-        self.col = self._col(x)
+        n = x.shape[0]
+        xp = pad_hw(x, p.pads[0], p.pads[1], p.pads[0], p.pads[1])
+        cn = np.ascontiguousarray(xp.transpose(1, 0, 2, 3))  # (C, N, H, W): taps copy rows
+        self.col = im2col(cn, p.kernel, p.strides, p.dilations, self.out_hw).reshape(
+            p.group, -1, n * self.out_hw[0] * self.out_hw[1])
         w = self.blobs[0].data.reshape(p.group, p.num_output // p.group, -1)
-        y = np.matmul(w, self.col)  # group, M/group, N*oh*ow
-        y = y.reshape(p.num_output, x.shape[0], *self.out_hw).transpose(1, 0, 2, 3)
+        y = np.matmul(w, self.col).reshape(p.num_output, n, *self.out_hw)  # one GEMM per group
         if p.bias_term:
-            y = y + self.blobs[1].data[:, None, None]
-        top[0].data[...] = y
+            y += self.blobs[1].data[:, None, None, None]
+        top[0].data[...] = y.transpose(1, 0, 2, 3)
 
     def backward(self, top, propagate_down, bottom):
         p = self.p
@@ -131,10 +125,10 @@ class Convolution(Layer):
         if propagate_down[0]:
             wmat = weight.data.reshape(p.group, p.num_output // p.group, -1)
             dcol = np.matmul(wmat.transpose(0, 2, 1), dy)  # group, C/g*kh*kw, N*oh*ow
-            dcol = dcol.reshape(c, *p.kernel, n, *self.out_hw).transpose(3, 0, 1, 2, 4, 5)
+            dcol = dcol.reshape(c, *p.kernel, n, *self.out_hw)
             (ph, pw) = p.pads
-            dxp = add_windows(dcol, (n, c, h + 2 * ph, w_ + 2 * pw), p.strides, p.dilations)
-            bottom[0].diff[...] = dxp[:, :, ph:ph + h, pw:pw + w_]
+            dx = col2im(dcol, (h + 2 * ph, w_ + 2 * pw), p.strides, p.dilations)
+            bottom[0].diff[...] = dx[:, :, ph:ph + h, pw:pw + w_].transpose(1, 0, 2, 3)
 
 
 class PoolingView(ParamView):
@@ -233,24 +227,36 @@ class Pooling(Layer):
         start = np.arange(out) * stride - pad
         return np.minimum(start + kernel, size + pad) - start
 
-    def _windows(self, x, fill):
+    def _taps(self):
+        return enumerate(tap_slices(self.kernel, self.p.strides, (1, 1), self.out_hw))
+
+    def _padded(self, x, fill):
         (h, w), (ph, pw) = x.shape[2:], self.p.pads
-        xp = pad_hw(x, ph, pw, self.padded[0] - h - ph, self.padded[1] - w - pw, fill)
-        return windows(xp, self.kernel, self.p.strides, (1, 1), self.out_hw)  # N,C,kh,kw,oh,ow
+        return pad_hw(x, ph, pw, self.padded[0] - h - ph, self.padded[1] - w - pw, fill)
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        n, c = x.shape[:2]
-        kk = self.kernel[0] * self.kernel[1]
         if self.p.pool == "MAX":
-            win = self._windows(x, -np.inf).reshape(n, c, kk, *self.out_hw)
-            self.argmax = win.argmax(axis=2)
-            top[0].data[...] = np.take_along_axis(win, self.argmax[:, :, None], axis=2)[:, :, 0]
+            xp = self._padded(x, -np.inf)
+            best = argmax = None
+            for t, (_, _, (rows, cols)) in self._taps():
+                v = xp[:, :, rows, cols]
+                if best is None:
+                    best, argmax = v.copy(), np.zeros(v.shape, dtype=np.int32)
+                else:
+                    better = v > best  # strict: the first maximum in scan order wins (Caffe)
+                    np.copyto(best, v, where=better)
+                    argmax[better] = t
+            self.argmax = argmax
+            top[0].data[...] = best
             if len(top) > 1:
                 top[1].data[...] = self._mask_index(x.shape[3])
         else:
-            win = self._windows(x, 0.0)
-            top[0].data[...] = win.sum(axis=(2, 3)) / self.area
+            xp = self._padded(x, 0.0)
+            total = np.zeros(top[0].shape, dtype=x.dtype)
+            for _, (_, _, (rows, cols)) in self._taps():
+                total += xp[:, :, rows, cols]
+            top[0].data[...] = total / self.area
 
     def _mask_index(self, width):
         """Caffe's mask top: the argmax as a flat index h * W + w into the input plane."""
@@ -265,14 +271,14 @@ class Pooling(Layer):
         if not propagate_down[0]:
             return
         n, c, h, w = bottom[0].shape
-        kh, kw = self.kernel
         dy = top[0].diff
+        dxp = np.zeros((n, c, *self.padded), dtype=dy.dtype)
         if self.p.pool == "MAX":
-            taps = np.arange(kh * kw).reshape(1, 1, kh, kw, 1, 1)
-            grad = np.where(self.argmax[:, :, None, None] == taps, dy[:, :, None, None], 0)
+            for t, (_, _, (rows, cols)) in self._taps():
+                dxp[:, :, rows, cols] += np.where(self.argmax == t, dy, 0)
         else:
-            grad = np.broadcast_to((dy / self.area)[:, :, None, None], (n, c, kh, kw, *dy.shape[2:]))
-        dxp = add_windows(grad.astype(self.dtype, copy=False), (n, c, *self.padded),
-                          self.p.strides, (1, 1))
+            share = dy / self.area
+            for _, (_, _, (rows, cols)) in self._taps():
+                dxp[:, :, rows, cols] += share
         ph, pw = self.p.pads
         bottom[0].diff[...] = dxp[:, :, ph:ph + h, pw:pw + w]
