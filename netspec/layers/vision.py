@@ -246,7 +246,7 @@ class Pooling(Layer):
                 else:
                     better = v > best  # strict: the first maximum in scan order wins (Caffe)
                     np.copyto(best, v, where=better)
-                    argmax[better] = t
+                    np.copyto(argmax, t, where=better)
             self.argmax = argmax
             top[0].data[...] = best
             if len(top) > 1:
