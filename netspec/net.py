@@ -230,12 +230,17 @@ class Net:
                     loss += w * float(top.data.sum())
         return loss
 
-    def backward_layers(self, start: int | None = None, end: int = 0) -> None:
+    def backward_layers(self, start: int | None = None, end: int = 0,
+                        top_diffs: dict | None = None) -> None:
+        """Run backward from layer `start` down to `end` (inclusive). Loss tops get their loss
+        weight as diff first; `top_diffs` (blob name -> array) are set after that."""
         start = len(self.layers) - 1 if start is None else start
         for i in range(start, end - 1, -1):
             for w, top in zip(self.loss_weights[i], self.top_ids[i]):
                 if w:
                     top.diff[...] = w
+        for name, value in (top_diffs or {}).items():
+            self.blobs[name].diff[...] = value
         for i in range(start, end - 1, -1):
             if self._layer_need_backward[i]:
                 self.layers[i].backward(self.top_ids[i], self._bottom_need_backward[i],
@@ -259,18 +264,10 @@ class Net:
     def backward(self, diffs=None, start=None, end=None, **top_diffs) -> dict[str, np.ndarray]:
         """pycaffe: set output diffs from keyword arrays, run backward, return input diffs."""
         lo, hi = self._range(end, start)
-        for i in range(hi, lo - 1, -1):
-            for w, top in zip(self.loss_weights[i], self.top_ids[i]):
-                if w:
-                    top.diff[...] = w
-        for name, value in top_diffs.items():
+        for name in top_diffs:
             if name not in self.outputs:
                 raise KeyError(f"'{name}' is not an output of this net ({self.outputs})")
-            self.blobs[name].diff[...] = value
-        for i in range(hi, lo - 1, -1):
-            if self._layer_need_backward[i]:
-                self.layers[i].backward(self.top_ids[i], self._bottom_need_backward[i],
-                                        self.bottom_ids[i])
+        self.backward_layers(hi, lo, top_diffs)
         return {n: self.blobs[n].diff for n in self.inputs + list(diffs or [])}
 
     def forward_backward(self) -> float:

@@ -234,3 +234,18 @@ def test_caffe_mnist_reference_nets_set_up(name, last, shape, params, monkeypatc
     # expected by hand: conv1 20*1*5*5+20, conv2 50*20*5*5+50, ip1 500*800+500, ip2 10*500+10
     assert params == 520 + 25050 + 400500 + 5010
     assert sum(b.count for layer in net.params.values() for b in layer) == params
+
+
+def test_backward_with_output_diffs_matches_softmax_jacobian():
+    net = Net(CAFFE_MODELS / "examples" / "mnist" / "lenet.prototxt", TEST, dtype=np.float64,
+              seed=0)
+    x = np.random.default_rng(0).random((64, 1, 28, 28))
+    prob = net.forward(data=x)["prob"].copy()
+    dprob = np.zeros_like(prob)
+    dprob[:, 3] = 1.0
+    net.backward(prob=dprob)
+    # d prob_3 / d ip2 = prob_3 * (onehot_3 - prob)
+    expected = prob[:, 3:4] * (np.eye(10)[3] - prob)
+    np.testing.assert_allclose(net.blobs["ip2"].diff, expected, atol=1e-12)
+    with pytest.raises(KeyError, match="not an output"):
+        net.backward(ip1=np.zeros((64, 500)))
