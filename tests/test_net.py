@@ -237,8 +237,10 @@ def test_caffe_mnist_reference_nets_set_up(name, last, shape, params, monkeypatc
 
 
 def test_backward_with_output_diffs_matches_softmax_jacobian():
-    net = Net(CAFFE_MODELS / "examples" / "mnist" / "lenet.prototxt", TEST, dtype=np.float64,
-              seed=0)
+    deploy = (CAFFE_MODELS / "examples" / "mnist" / "lenet.prototxt").read_text()
+    no_loss = Net(deploy, TEST)  # as in Caffe: no loss, so nothing runs backward ...
+    assert not any(no_loss._layer_need_backward)
+    net = Net("force_backward: true\n" + deploy, TEST, dtype=np.float64, seed=0)  # ... unless forced
     x = np.random.default_rng(0).random((64, 1, 28, 28))
     prob = net.forward(data=x)["prob"].copy()
     dprob = np.zeros_like(prob)
