@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,6 +15,7 @@ import typer
 
 from . import __version__
 from .errors import NetspecError
+from .signals import SignalActions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Caffe's declarative deep-learning workflow: prototxt nets and solvers.")
@@ -82,6 +82,12 @@ def train(
         dtype: str = typer.Option("float32", "--dtype", help="float32 or float64."),
         max_iter: Optional[int] = typer.Option(None, "--max-iter", min=0,
                                                help="Override the solver's max_iter."),
+        sigint_effect: str = typer.Option(
+            "stop", "--sigint-effect", "--sigint_effect",
+            help="On Ctrl-C: stop (after the end-of-training snapshot), snapshot, or none."),
+        sighup_effect: str = typer.Option(
+            "snapshot", "--sighup-effect", "--sighup_effect",
+            help="On SIGHUP: snapshot (and go on), stop, or none."),
 ):
     """Train a net: Caffe's `caffe train --solver=... [--snapshot=...|--weights=...]`."""
     from .log import logger
@@ -100,21 +106,13 @@ def train(
                        "snapshots to %s_iter_N)", path, spec.snapshot_prefix)
     s = get_solver(spec, np.dtype(dtype), weights=weights, max_iter=max_iter)
 
-    interrupted = []
-
-    def on_sigint(signum, frame):  # Caffe's default: snapshot, then stop
-        interrupted.append(signum)
-        s.requested_stop = True
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
+        actions = SignalActions(sigint_effect, sighup_effect)
+    except ValueError as e:
+        raise NetspecError(str(e)) from None
+    with actions:
+        s.action_request = actions
         s.solve(snapshot)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if interrupted:
-        logger.info("Interrupted at iteration %d: snapshotting before stopping", s.iter)
-        s.snapshot()
-        raise typer.Exit(130)
 
 
 @app.command()
@@ -150,6 +148,32 @@ def test(
         for v in sums[name] / iterations:
             extra = f" (* {fmt(weight)} = {fmt(weight * v)} loss)" if weight else ""
             logger.info("%s = %s%s", name, fmt(v), extra)
+
+
+@app.command("time")
+@friendly
+def time_(
+        model: str = typer.Argument(..., metavar="SPEC", help="Net prototxt to time."),
+        iterations: int = typer.Option(50, "--iterations", min=1, help="Passes to average."),
+        phase: str = typer.Option("TRAIN", "--phase", help="TRAIN or TEST."),
+):
+    """Average forward / backward time per layer: Caffe's `caffe time --model=...`."""
+    from .net import TEST, TRAIN, Net
+    from .timing import time_net
+    if phase.upper() not in ("TRAIN", "TEST"):
+        raise NetspecError(f"--phase must be TRAIN or TEST, got {phase!r}")
+    net = Net(model, TRAIN if phase.upper() == "TRAIN" else TEST)
+    rows, total = time_net(net, iterations)
+    width = max(len(r.name) for r in rows)
+    typer.echo(f"{'layer':<{width}}  {'type':<16} {'forward ms':>11} {'backward ms':>12}")
+    for r in rows:
+        typer.echo(f"{r.name:<{width}}  {r.type:<16} {r.forward_ms:11.3f} {r.backward_ms:12.3f}")
+    fwd, bwd = sum(r.forward_ms for r in rows), sum(r.backward_ms for r in rows)
+    typer.echo(f"{'total':<{width}}  {'':<16} {fwd:11.3f} {bwd:12.3f}")
+    typer.echo(f"Average Forward pass: {fwd:.3f} ms.")
+    typer.echo(f"Average Backward pass: {bwd:.3f} ms.")
+    typer.echo(f"Average Forward-Backward: {total:.3f} ms.")
+    typer.echo(f"Total Time: {total * iterations:.3f} ms.")
 
 
 @data_app.command("get")

@@ -12,6 +12,7 @@ from .graph import filter_net, insert_splits, upgrade_inputs
 from .layers.base import Layer, LayerSetupError
 from .proto import netspec_pb2 as pb
 from .registry import get_layer_class
+from .snapshot import is_hdf5, read_weights_h5, write_weights_h5
 from .spec import read_binary, read_net, write_binary
 
 TRAIN, TEST = pb.TRAIN, pb.TEST
@@ -304,33 +305,45 @@ class Net:
     def copy_from(self, weights) -> list[str]:
         """Load weights by layer name from a .caffemodel (or NetParameter); returns the names of
         source layers that matched nothing here."""
-        path = os.fspath(weights) if not isinstance(weights, pb.NetParameter) else "<NetParameter>"
+        path = "<NetParameter>" if isinstance(weights, pb.NetParameter) else os.fspath(weights)
+        ignored = []
+        for name, arrays in self._weights_in(weights, path):
+            target = self.layer_dict.get(name)
+            if target is None:
+                if arrays:
+                    ignored.append(name)
+                continue
+            if len(arrays) != len(target.blobs):
+                raise WeightsError(f"{path}: layer '{name}' has {len(arrays)} blobs in the "
+                                   f"file but {len(target.blobs)} in the net")
+            for j, (values, blob) in enumerate(zip(arrays, target.blobs)):
+                if values.shape != blob.shape:
+                    raise WeightsError(f"{path}: layer '{name}' blob {j} has shape "
+                                       f"{values.shape} in the file but {blob.shape} in the net")
+                blob.data[...] = values
+        return ignored
+
+    def _weights_in(self, weights, path):
+        """(layer name, [arrays]) from a NetParameter, .caffemodel (V1 or V2) or .caffemodel.h5."""
+        if not isinstance(weights, pb.NetParameter) and is_hdf5(path):
+            return read_weights_h5(path)
         source = weights if isinstance(weights, pb.NetParameter) else \
             read_binary(weights, pb.NetParameter())
-        ignored = []
+        out = []
         for src in list(source.layer) + list(source.layers):
-            target = self.layer_dict.get(src.name)
-            if target is None:
-                if src.blobs:
-                    ignored.append(src.name)
-                continue
-            if len(src.blobs) != len(target.blobs):
-                raise WeightsError(f"{path}: layer '{src.name}' has {len(src.blobs)} blobs in the "
-                                   f"file but {len(target.blobs)} in the net")
-            for j, (proto, blob) in enumerate(zip(src.blobs, target.blobs)):
+            arrays = []
+            for j, proto in enumerate(src.blobs):
                 try:
                     values = proto_array(proto, self.dtype)
                 except ValueError as e:
                     raise WeightsError(f"{path}: layer '{src.name}' blob {j}: {e}") from None
-                if values.shape != blob.shape:
-                    if values.size == blob.count and not proto.HasField("shape"):
-                        values = values.reshape(blob.shape)  # legacy 4-d num/channels/h/w
-                    else:
-                        raise WeightsError(
-                            f"{path}: layer '{src.name}' blob {j} has shape {values.shape} in "
-                            f"the file but {blob.shape} in the net")
-                blob.data[...] = values
-        return ignored
+                target = self.layer_dict.get(src.name)
+                if target and j < len(target.blobs) and not proto.HasField("shape") and \
+                        values.size == target.blobs[j].count:
+                    values = values.reshape(target.blobs[j].shape)  # legacy 4-d num/c/h/w
+                arrays.append(values)
+            out.append((src.name, arrays))
+        return out
 
     def to_proto(self, write_diff: bool = False) -> pb.NetParameter:
         """The net with its learned blobs, as Caffe writes a .caffemodel (splits left out)."""
@@ -346,7 +359,12 @@ class Net:
         return out
 
     def save(self, path) -> None:
-        write_binary(path, self.to_proto())
+        """Write the learned blobs: HDF5 when the name ends in .h5, else a binary .caffemodel."""
+        path = os.fspath(path)
+        if path.endswith(".h5"):
+            write_weights_h5(path, [(l.name, l.blobs) for l in self.layers if l.blobs])
+        else:
+            write_binary(path, self.to_proto())
 
     # -- state for exact resume ------------------------------------------------------------------
     def layer_states(self) -> dict:

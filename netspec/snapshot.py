@@ -1,9 +1,19 @@
-"""Snapshots as Caffe writes them: <prefix>_iter_<N>.caffemodel (NetParameter with blobs) and
-<prefix>_iter_<N>.solverstate (SolverState), each written atomically (temp file + rename)."""
+"""Snapshots as Caffe writes them, in either snapshot_format, each file written atomically
+(temporary file + rename) so that a crash never leaves a half-written snapshot:
+
+BINARYPROTO  <prefix>_iter_<N>.caffemodel     NetParameter with the layers' blobs
+             <prefix>_iter_<N>.solverstate    SolverState: iter, learned_net, history, current_step
+HDF5         <prefix>_iter_<N>.caffemodel.h5  data/<layer>/<i>
+             <prefix>_iter_<N>.solverstate.h5 iter, learned_net, current_step, history/<i>
+
+netspec adds what bit-exact resume needs beyond Caffe's fields (random state, data readers'
+positions) as JSON: SolverState field 1000 / dataset `netspec_state`; Caffe ignores both."""
 from __future__ import annotations
 
 import json
 import os
+import tempfile
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -13,13 +23,67 @@ from .proto import netspec_pb2 as pb
 from .spec import read_binary, resolve_path, write_binary
 
 
-def snapshot_paths(prefix: str, iteration: int) -> tuple[str, str]:
+def snapshot_paths(prefix: str, iteration: int, hdf5: bool = False) -> tuple[str, str]:
     base = f"{prefix}_iter_{iteration}"
-    return base + ".caffemodel", base + ".solverstate"
+    ext = ".h5" if hdf5 else ""
+    return base + ".caffemodel" + ext, base + ".solverstate" + ext
+
+
+def is_hdf5(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == b"\x89HDF\r\n\x1a\n"
+    except OSError:
+        return False
+
+
+@contextmanager
+def _atomic_h5(path: str):
+    import h5py
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_weights_h5(path: str, layers: list[tuple[str, list[Blob]]]) -> None:
+    with _atomic_h5(path) as f:
+        data = f.create_group("data")
+        for name, blobs in layers:
+            group = data.create_group(name)
+            for i, blob in enumerate(blobs):
+                group.create_dataset(str(i), data=blob.data)
+
+
+def read_weights_h5(path: str) -> list[tuple[str, list[np.ndarray]]]:
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            return [(name, [np.asarray(group[str(i)]) for i in range(len(group))])
+                    for name, group in f["data"].items()]
+    except (OSError, KeyError) as e:
+        raise WeightsError(f"{path}: not a valid .caffemodel.h5 ({e})") from None
 
 
 def write_solverstate(path: str, iteration: int, learned_net: str, history: list[Blob],
                       current_step: int, extra: dict) -> None:
+    if path.endswith(".h5"):
+        with _atomic_h5(path) as f:
+            f.create_dataset("iter", data=np.array([iteration], dtype=np.int32))
+            f.create_dataset("learned_net", data=np.bytes_(learned_net))
+            f.create_dataset("current_step", data=np.array([current_step], dtype=np.int32))
+            group = f.create_group("history")
+            for i, h in enumerate(history):
+                group.create_dataset(str(i), data=h.data)
+            f.create_dataset("netspec_state", data=np.bytes_(json.dumps(extra)))
+        return
     state = pb.SolverState(iter=iteration, learned_net=learned_net, current_step=current_step)
     for h in history:
         state.history.append(h.to_proto())
@@ -27,14 +91,25 @@ def write_solverstate(path: str, iteration: int, learned_net: str, history: list
     write_binary(path, state)
 
 
-def read_solverstate(path: str, dtype) -> tuple[pb.SolverState, list[np.ndarray], dict, str]:
-    """(state, history arrays, netspec extra state, path of the learned weights or "")."""
-    state = read_binary(path, pb.SolverState())
-    history = [proto_array(h, dtype) for h in state.history]
-    extra = json.loads(state.netspec_state.decode()) if state.netspec_state else {}
+def read_solverstate(path: str, dtype):
+    """(iter, current_step, history arrays, netspec extra state, learned weights path or "")."""
+    if is_hdf5(path):
+        import h5py
+        with h5py.File(path, "r") as f:
+            iteration = int(np.asarray(f["iter"]).ravel()[0])
+            current_step = int(np.asarray(f["current_step"]).ravel()[0])
+            history = [np.asarray(f["history"][str(i)], dtype=dtype)
+                       for i in range(len(f["history"]))]
+            learned_net = f["learned_net"][()].decode() if "learned_net" in f else ""
+            extra = json.loads(f["netspec_state"][()].decode()) if "netspec_state" in f else {}
+    else:
+        state = read_binary(path, pb.SolverState())
+        iteration, current_step, learned_net = state.iter, state.current_step, state.learned_net
+        history = [proto_array(h, dtype) for h in state.history]
+        extra = json.loads(state.netspec_state.decode()) if state.netspec_state else {}
     learned = ""
-    if state.learned_net:
-        learned = resolve_path(state.learned_net, path)
+    if learned_net:
+        learned = resolve_path(learned_net, path)
         if not os.path.exists(learned):
-            raise WeightsError(f"{path}: its weights file '{state.learned_net}' is missing")
-    return state, history, extra, learned
+            raise WeightsError(f"{path}: its weights file '{learned_net}' is missing")
+    return iteration, current_step, history, extra, learned

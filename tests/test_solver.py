@@ -217,7 +217,9 @@ def test_random_seed_makes_runs_reproducible(data):
 @pytest.mark.parametrize("change,match,line", [
     (dict(lr_policy='"step"'), "stepsize must be > 0 for lr_policy 'step'", None),
     (dict(lr_policy='"cosine"'), "lr_policy must be one of", "lr_policy"),
-    (dict(type='"Adam"'), "type 'Adam' is not available yet", "type"),
+    (dict(type='"Adams"'), "type 'Adams' is not a solver type \\(did you mean 'Adam'\\?\\)",
+     "type"),
+    (dict(type='"RMSProp"'), "momentum cannot be used with RMSProp", "momentum"),
     (dict(test_iter=[1, 2]), "test_iter has 2 values for 1 test nets", "test_iter"),
 ])
 def test_solver_setting_errors(data, change, match, line):

@@ -32,7 +32,11 @@ def default_solver(net_file: str) -> pb.SolverParameter:
 
 
 class Solver:
-    """Holds the train net, the test nets (sharing its weights) and the update history."""
+    """Holds the train net, the test nets (sharing its weights) and the update history.
+
+    Subclasses implement compute_update_value; `history_sets` says how many history blobs each
+    parameter keeps (Caffe's layout: all first sets, then all second sets)."""
+    history_sets = 1
 
     def __init__(self, solver, dtype=np.float32, *, weights=None, max_iter: int | None = None):
         if isinstance(solver, pb.SolverParameter):
@@ -57,10 +61,13 @@ class Solver:
         self.test_nets = self._test_nets()
         self.iter = 0
         self.current_step = 0
-        self.history = [Blob(p.blob.shape, self.dtype) for p in self.net.learnable_params]
+        self.history = [Blob(p.blob.shape, self.dtype)
+                        for _ in range(self.history_sets) for p in self.net.learnable_params]
         self.losses: list[float] = []
         self.smoothed_loss = 0.0
         self.requested_stop = False
+        #: called after every iteration; returns "stop", "snapshot" or "none" (signals.py)
+        self.action_request = lambda: "none"
         if weights:
             for w in str(weights).split(","):
                 ignored = self.net.copy_from(w)
@@ -113,10 +120,11 @@ class Solver:
         if resume_file:
             self.restore(resume_file)
         self.step(p.max_iter - self.iter)
-        if self.requested_stop:
-            return
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self.snapshot()
+        if self.requested_stop:
+            logger.info("Optimization stopped early.")
+            return
         if p.display and self.iter % p.display == 0:
             loss = self.net.forward_layers()
             logger.info("Iteration %d, loss = %s", self.iter, fmt(loss))
@@ -129,7 +137,7 @@ class Solver:
         start_iter, stop_iter = self.iter, self.iter + iters
         self.losses, self.smoothed_loss = [], 0.0
         last_iter, timer = self.iter, time.perf_counter()
-        while self.iter < stop_iter and not self.requested_stop:
+        while self.iter < stop_iter:
             self.net.clear_param_diffs()
             if p.test_interval and self.iter % p.test_interval == 0 and (
                     self.iter > 0 or p.test_initialization):
@@ -146,8 +154,12 @@ class Solver:
                 self._log_outputs(self.net, "Train", lambda name: self.net.blobs[name].data)
             self.apply_update(display)
             self.iter += 1
-            if p.snapshot and self.iter % p.snapshot == 0:
+            request = self.action_request()
+            if (p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot":
                 self.snapshot()
+            if request == "stop":
+                self.requested_stop = True
+                break
 
     def _update_smoothed_loss(self, loss: float, start_iter: int) -> None:
         n = self.param.average_loss
@@ -240,10 +252,12 @@ class Solver:
 
     def snapshot(self) -> tuple[str, str]:
         """Write the weights and the solver state; returns their paths."""
-        model_path, state_path = snapshot_paths(self.snapshot_prefix(), self.iter)
-        logger.info("Snapshotting to binary proto file %s", model_path)
+        hdf5 = self.param.snapshot_format == pb.SolverParameter.HDF5
+        kind = "HDF5" if hdf5 else "binary proto"
+        model_path, state_path = snapshot_paths(self.snapshot_prefix(), self.iter, hdf5)
+        logger.info("Snapshotting to %s file %s", kind, model_path)
         self.net.save(model_path)
-        logger.info("Snapshotting solver state to binary proto file %s", state_path)
+        logger.info("Snapshotting solver state to %s file %s", kind, state_path)
         write_solverstate(state_path, self.iter, model_path, self.history, self.current_step,
                           self._extra_state())
         return model_path, state_path
@@ -256,7 +270,8 @@ class Solver:
     def restore(self, state_file: str) -> None:
         """Continue from a .solverstate: iteration, history, weights, schedule, data readers."""
         logger.info("Restoring previous solver status from %s", state_file)
-        state, history, extra, learned = read_solverstate(state_file, self.dtype)
+        iteration, current_step, history, extra, learned = read_solverstate(state_file,
+                                                                             self.dtype)
         if len(history) != len(self.history):
             raise WeightsError(f"{state_file}: holds {len(history)} history blobs, this solver "
                                f"needs {len(self.history)} (a different net or solver type?)")
@@ -267,8 +282,8 @@ class Solver:
             mine.data[...] = saved
         if learned:
             self.net.copy_from(learned)
-        self.iter = state.iter
-        self.current_step = state.current_step
+        self.iter = iteration
+        self.current_step = current_step
         if "rng" in extra:
             self.rng.bit_generator.state = extra["rng"]
         self.net.set_layer_states(extra.get("train", {}))
