@@ -7,14 +7,16 @@ from .registry import layer_types, register_layer
 
 __version__ = "0.1.0"
 
+_SOLVER_NAMES = ("get_solver", "Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver",
+                 "RMSPropSolver", "AdaDeltaSolver", "AdamSolver")
+
 __all__ = ["Blob", "Layer", "Net", "TRAIN", "TEST", "register_layer", "layer_types",
-           "get_solver", "SGDSolver", "NetspecError", "SpecError", "DataError",
-           "WeightsError"]
+           "NetspecError", "SpecError", "DataError", "WeightsError", *_SOLVER_NAMES]
 
 
 def __getattr__(name):
     # solvers import the net; loaded lazily to keep `import netspec` light
-    if name in ("get_solver", "SGDSolver", "Solver"):
+    if name in _SOLVER_NAMES:
         from . import solvers
         return getattr(solvers, name)
     raise AttributeError(name)

@@ -180,3 +180,34 @@ def test_debug_shows_the_traceback(project):
     (project / "net.prototxt").write_text(NET.format(src="db").replace("InnerProduct", "IP", 1))
     r = invoke("--debug", "train", "solver.prototxt")
     assert r.exit_code == 1 and r.exception is not None
+
+
+def test_time_prints_a_table_per_layer(project):
+    r = invoke("time", "net.prototxt", "--iterations", "2")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0].split() == ["layer", "type", "forward", "ms", "backward", "ms"]
+    assert [l.split()[0] for l in lines[1:6]] == ["data", "conv", "ip", "loss", "total"]
+    assert "Average Forward-Backward: " in r.output and "Total Time: " in r.output
+    assert invoke("time", "net.prototxt", "--phase", "DEPLOY").exit_code == 1
+
+
+def test_ctrl_c_snapshots_then_stops(project):
+    import signal
+    import time
+    (project / "solver.prototxt").write_text(SOLVER.replace("max_iter: 8", "max_iter: 100000000")
+                                             .replace("snapshot: 4", "snapshot: 0"))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "train", "solver.prototxt"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if "Iteration 20 (" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "Optimization stopped early." in out
+    snaps = sorted(p.name for p in (project / "snaps").iterdir())
+    assert len(snaps) == 2 and snaps[0].endswith(".caffemodel")
+    assert not any(name.endswith(".tmp") for name in snaps)
