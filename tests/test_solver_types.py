@@ -72,13 +72,24 @@ def gradients(images, labels, w, b, pos, batch):
     return p.T @ x / batch, p.sum(0) / batch
 
 
-def reference(images, labels, w, b, steps, rule, batch=4):
-    """lr_mult 1/2 and decay_mult 1/0 for weight/bias, as the test net declares."""
-    params, states = [w, b], [{}, {}]
+def reference(images, labels, w, b, steps, rule, batch=4, iter_size=1, l1=False, clip=-1.0):
+    """Gradients summed over iter_size batches and clipped by their global L2 norm (Caffe's
+    ApplyUpdate clips before it normalises), divided by iter_size, then decay (L2: + decay W,
+    L1: + decay sign(W)) with decay_mult 1/0 and lr_mult 1/2 for weight/bias, as the test net
+    declares; then the rule."""
+    params, states, pos = [w, b], [{}, {}], 0
     for t in range(steps):
-        grads = gradients(images, labels, params[0], params[1], t * batch, batch)
+        grads = [np.zeros_like(w), np.zeros_like(b)]
+        for _ in range(iter_size):
+            for k, g in enumerate(gradients(images, labels, params[0], params[1], pos, batch)):
+                grads[k] += g
+            pos += batch
+        norm = math.sqrt(sum((g ** 2).sum() for g in grads))
+        if 0 <= clip < norm:
+            grads = [g * clip / norm for g in grads]
+        grads = [g / iter_size for g in grads]
         for k, (g, lr_mult, decay_mult) in enumerate(zip(grads, (1, 2), (1, 0))):
-            g = g + DECAY * decay_mult * params[k]
+            g = g + DECAY * decay_mult * (np.sign(params[k]) if l1 else params[k])
             params[k] = params[k] - rule(states[k], g, LR * lr_mult, t)
     return params
 
@@ -88,14 +99,19 @@ def test_every_caffe_type_is_registered():
 
 
 @pytest.mark.parametrize("kind", list(RULES))
-def test_update_rule_matches_formula(data, kind):
+@pytest.mark.parametrize("extra,ref", [
+    ({}, {}),
+    (dict(iter_size=2, regularization_type='"L1"', clip_gradients=0.05),
+     dict(iter_size=2, l1=True, clip=f32(0.05))),
+], ids=["plain", "iter_size+L1+clip"])
+def test_update_rule_matches_formula(data, kind, extra, ref):
     folder, images, labels = data
     rule, settings = RULES[kind]
-    solver = get_solver(write_solver(folder, type=f'"{kind}"', **settings), np.float64)
+    solver = get_solver(write_solver(folder, type=f'"{kind}"', **settings, **extra), np.float64)
     assert type(solver).__name__ == f"{kind}Solver"
     w0, b0 = (solver.net.params["ip"][i].data.copy() for i in (0, 1))
     solver.step(6)
-    w, b = reference(images, labels, w0, b0, 6, rule)
+    w, b = reference(images, labels, w0, b0, 6, rule, **ref)
     np.testing.assert_allclose(solver.net.params["ip"][0].data, w, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(solver.net.params["ip"][1].data, b, rtol=1e-9, atol=1e-12)
 
@@ -212,3 +228,26 @@ def test_signals_map_to_actions():
         assert actions() == "stop"
     with pytest.raises(ValueError, match="sigint_effect must be one of"):
         SignalActions("explode")
+
+
+def test_shared_parameters_are_updated_once_with_the_summed_gradient(data):
+    folder, images, labels = data
+    path = write_solver(folder, momentum=0, weight_decay=0)
+    net = (folder / "net.prototxt").read_text()
+    second = net.split('layer { name: "loss"')[0].split('layer { name: "ip"')[1]
+    second = 'layer { name: "ip2"' + second.replace('top: "ip"', 'top: "ip2"')
+    net = net.replace('param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }',
+                      'param { name: "w" } param { name: "b" }')
+    second = second.replace('param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }',
+                            'param { name: "w" } param { name: "b" }')
+    net = net.replace('layer { name: "loss"', second + 'layer { name: "loss2" type: '
+                      '"SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss2" }\n'
+                      'layer { name: "loss"')
+    (folder / "net.prototxt").write_text(net)
+    solver = get_solver(path, np.float64)
+    shared = solver.net.params["ip"][0]
+    assert solver.net.params["ip2"][0] is shared and len(solver.net.learnable_params) == 2
+    w0, b0 = shared.data.copy(), solver.net.params["ip"][1].data.copy()
+    gw, gb = gradients(images, labels, w0, b0, 0, 4)
+    solver.step(1)  # two losses through the same weights: gradient doubles, applied once
+    np.testing.assert_allclose(shared.data, w0 - LR * 2 * gw, rtol=1e-12, atol=1e-14)
