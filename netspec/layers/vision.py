@@ -109,7 +109,10 @@ class Convolution(Layer):
         self.col = im2col(cn, p.kernel, p.strides, p.dilations, self.out_hw).reshape(
             p.group, -1, n * self.out_hw[0] * self.out_hw[1])
         w = self.blobs[0].data.reshape(p.group, p.num_output // p.group, -1)
-        y = np.matmul(w, self.col).reshape(p.num_output, n, *self.out_hw)  # one GEMM per group
+        y = np.empty((p.group, w.shape[1], self.col.shape[2]), dtype=x.dtype)
+        for g in range(p.group):  # one 2-D GEMM per group (BLAS; stacked matmul is not)
+            np.matmul(w[g], self.col[g], out=y[g])
+        y = y.reshape(p.num_output, n, *self.out_hw)
         if p.bias_term:
             y += self.blobs[1].data[:, None, None, None]
         top[0].data[...] = y.transpose(1, 0, 2, 3)
@@ -117,14 +120,19 @@ class Convolution(Layer):
     def backward(self, top, propagate_down, bottom):
         p = self.p
         n, c, h, w_ = bottom[0].shape
-        dy = top[0].diff.transpose(1, 0, 2, 3).reshape(p.group, p.num_output // p.group, -1)
+        mg = p.num_output // p.group
+        dy = np.ascontiguousarray(top[0].diff.transpose(1, 0, 2, 3)).reshape(p.group, mg, -1)
         weight = self.blobs[0]
-        weight.diff += np.matmul(dy, self.col.transpose(0, 2, 1)).reshape(weight.shape)
+        wmat = weight.data.reshape(p.group, mg, -1)
+        dw = weight.diff.reshape(p.group, mg, -1)
+        for g in range(p.group):
+            dw[g] += dy[g] @ self.col[g].T
         if p.bias_term:
-            self.blobs[1].diff += top[0].diff.sum(axis=(0, 2, 3))
+            self.blobs[1].diff += dy.reshape(p.num_output, -1).sum(axis=1)
         if propagate_down[0]:
-            wmat = weight.data.reshape(p.group, p.num_output // p.group, -1)
-            dcol = np.matmul(wmat.transpose(0, 2, 1), dy)  # group, C/g*kh*kw, N*oh*ow
+            dcol = np.empty_like(self.col)  # group, C/g*kh*kw, N*oh*ow
+            for g in range(p.group):
+                np.matmul(wmat[g].T, dy[g], out=dcol[g])
             dcol = dcol.reshape(c, *p.kernel, n, *self.out_hw)
             (ph, pw) = p.pads
             dx = col2im(dcol, (h + 2 * ph, w_ + 2 * pw), p.strides, p.dilations)
