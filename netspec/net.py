@@ -141,6 +141,11 @@ class Net:
                                      f"{len(layer.blobs)} parameter blobs", "param")
             for j, blob in enumerate(layer.blobs):
                 spec = lp.param[j] if j < len(lp.param) else pb.ParamSpec()
+                if cls.statistics_blobs:
+                    if spec.lr_mult != 0 and j < len(lp.param) and spec.HasField("lr_mult"):
+                        raise self._error(i, "its statistics blobs cannot be learned: give "
+                                             "lr_mult: 0 or no param specs", "param")
+                    spec = pb.ParamSpec(name=spec.name, lr_mult=0, decay_mult=0)
                 if spec.name and spec.name in shared:
                     owner, owner_layer = shared[spec.name]
                     if owner.shape != blob.shape:

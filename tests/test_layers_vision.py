@@ -138,8 +138,75 @@ def test_pooling_errors():
     from netspec.layers import LayerSetupError
     with pytest.raises(LayerSetupError, match="pad"):
         make_layer(POOL.format(pool="MAX", extra="kernel_size: 2 pad: 2"))
-    with pytest.raises(LayerSetupError, match="not supported yet"):
-        make_layer(POOL.format(pool="STOCHASTIC", extra="kernel_size: 2"))
+    with pytest.raises(LayerSetupError, match="pad is not used by STOCHASTIC"):
+        make_layer(POOL.format(pool="STOCHASTIC", extra="kernel_size: 2 pad: 1"))
+
+
+# -- STOCHASTIC pooling, Deconvolution, Im2col ---------------------------------------------------
+def test_stochastic_pool_samples_in_proportion_and_averages_at_test():
+    x = np.array([[[[1.0, 3.0], [0.0, 0.0]]]])
+    picks = []
+    for seed in range(400):
+        layer = make_layer(POOL.format(pool="STOCHASTIC", extra="kernel_size: 2 stride: 2"),
+                           seed=seed)
+        from netspec.blob import Blob
+        b, t = Blob((1, 1, 2, 2), np.float64), Blob((), np.float64)
+        b.data[...] = x
+        layer.setup([b], [t])
+        layer.forward([b], [t])
+        picks.append(float(t.data.ravel()[0]))
+    assert set(picks) == {1.0, 3.0} and abs(picks.count(3.0) / 400 - 0.75) < 0.07
+    _, _, top = run(POOL.format(pool="STOCHASTIC", extra="kernel_size: 2 stride: 2"), x, phase=1)
+    assert float(top[0].data.ravel()[0]) == pytest.approx((1 + 9) / 4)
+
+
+@pytest.mark.parametrize("phase", [0, 1])
+@pytest.mark.parametrize("extra,shape", [("kernel_size: 2 stride: 2", (2, 2, 4, 6)),
+                                         ("kernel_size: 3 stride: 2", (1, 2, 7, 6))])
+def test_stochastic_pooling_gradients(phase, extra, shape):
+    x = np.abs(distinct(shape)) + 0.5  # positive activations, as the method assumes
+    assert_gradients(POOL.format(pool="STOCHASTIC", extra=extra), x, phase=phase)
+
+
+DECONV = CONV.replace("Convolution", "Deconvolution")
+
+
+@pytest.mark.parametrize("extra,shape", [
+    ("kernel_size: 3", (2, 3, 4, 5)),
+    ("kernel_size: 4 stride: 2 pad: 1", (2, 2, 3, 3)),
+    ("kernel_size: 3 stride: 2 group: 2", (1, 4, 3, 4)),
+    ("kernel_h: 2 kernel_w: 3 dilation: 2 stride_h: 2 stride_w: 1", (1, 2, 3, 3)),
+])
+def test_deconvolution_gradients(extra, shape):
+    assert_gradients(DECONV.format(m=4, extra=extra), np.random.default_rng(0).normal(size=shape))
+
+
+def test_deconvolution_is_the_adjoint_of_convolution():
+    x = np.random.default_rng(1).normal(size=(2, 3, 7, 9))  # (size + 2 pad - k) % stride == 0
+    conv, _, y = run(CONV.format(m=4, extra="kernel_size: 3 stride: 2 pad: 1 bias_term: false"), x)
+    deconv = make_layer(DECONV.format(m=3, extra="kernel_size: 3 stride: 2 pad: 1 "
+                                                 "bias_term: false"))
+    from netspec.blob import Blob
+    u = Blob(y[0].shape, np.float64)
+    u.data[...] = np.random.default_rng(2).normal(size=y[0].shape)
+    out = Blob((), np.float64)
+    deconv.setup([u], [out])
+    deconv.blobs[0].data[...] = conv.blobs[0].data
+    deconv.forward([u], [out])
+    assert out.shape == x.shape
+    # <conv(x), u> == <x, deconv(u)>: the same weights give adjoint maps
+    assert (y[0].data * u.data).sum() == pytest.approx((x * out.data).sum(), rel=1e-12)
+
+
+def test_im2col_layout_and_gradients():
+    x = np.arange(2 * 2 * 3 * 3, dtype=float).reshape(2, 2, 3, 3)
+    _, _, top = run('type: "Im2col" convolution_param { kernel_size: 2 }', x)
+    assert top[0].shape == (2, 8, 2, 2)
+    # channel 0, tap (0, 1) at output (1, 0) reads x[0, 0, 1, 1]
+    assert top[0].data[0, 1, 1, 0] == x[0, 0, 1, 1]
+    assert top[0].data[1, 4 + 3, 0, 1] == x[1, 1, 1, 2]
+    assert_gradients('type: "Im2col" convolution_param { kernel_size: 2 stride: 2 pad: 1 }',
+                     np.random.default_rng(0).normal(size=(2, 2, 5, 4)))
 
 
 # -- PyTorch as an independent oracle ------------------------------------------------------------
@@ -182,3 +249,25 @@ def test_pooling_matches_torch_with_ceil_mode(pool):
     assert yt.shape == top[0].shape
     np.testing.assert_allclose(top[0].data, yt.detach().numpy(), atol=1e-12)
     np.testing.assert_allclose(bottom[0].diff, xt.grad.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("extra,kw", [
+    ("kernel_size: 3 stride: 2 pad: 1 group: 2", dict(stride=2, padding=1, groups=2)),
+    ("kernel_size: 4 stride: 2 pad: 1 dilation: 2", dict(stride=2, padding=1, dilation=2)),
+])
+def test_deconvolution_matches_torch(extra, kw):
+    x = np.random.default_rng(3).normal(size=(2, 4, 5, 4))
+    layer, bottom, top = run(DECONV.format(m=6, extra=extra), x)
+    dy = np.random.default_rng(4).normal(size=top[0].shape)
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(layer.blobs[0].data, requires_grad=True)
+    bt = torch.tensor(layer.blobs[1].data, requires_grad=True)
+    yt = torch.nn.functional.conv_transpose2d(xt, wt, bt, **kw)
+    yt.backward(torch.tensor(dy))
+    assert yt.shape == top[0].shape
+    np.testing.assert_allclose(top[0].data, yt.detach().numpy(), atol=1e-10)
+    np.testing.assert_allclose(bottom[0].diff, xt.grad.numpy(), atol=1e-10)
+    np.testing.assert_allclose(layer.blobs[0].diff, wt.grad.numpy(), atol=1e-10)
+    np.testing.assert_allclose(layer.blobs[1].diff, bt.grad.numpy(), atol=1e-10)

@@ -37,6 +37,8 @@ class Layer:
     is_loss: ClassVar[bool] = False
     #: layers that produce data from outside the net (never backpropagated into)
     is_data: ClassVar[bool] = False
+    #: blobs that hold running statistics, never learned (Caffe's BatchNorm): lr_mult forced to 0
+    statistics_blobs: ClassVar[bool] = False
     #: one-line description for `netspec layers`
     summary: ClassVar[str] = ""
 

@@ -3,9 +3,10 @@ data or a saved mask, never an input that in-place forward has overwritten."""
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..params import ParamView
+from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
 from .base import Layer, LayerSetupError
 
@@ -15,6 +16,12 @@ class Neuron(Layer):
 
     def reshape(self, bottom, top):
         top[0].reshape(bottom[0].shape)
+
+    def keep_input(self, bottom, top) -> np.ndarray:
+        """The input for backward: a copy when in place (forward is about to overwrite it)."""
+        x = bottom[0].data
+        self.x = x.copy() if top[0] is bottom[0] else x
+        return x
 
 
 class ReLUView(ParamView):
@@ -69,10 +76,11 @@ class TanH(Neuron):
             bottom[0].diff[...] = top[0].diff * (1.0 - y * y)
 
 
-@register_layer("Softplus")
-class Softplus(Neuron):
-    """log(1 + exp(x)), the seeds' exercise layer; gradient sigmoid(x) = 1 - exp(-y)."""
-    summary = "log(1 + exp(x)), a smooth ReLU"
+@register_layer("BNLL")
+class BNLL(Neuron):
+    """Caffe's binomial normal log likelihood, log(1 + exp(x)) (the same function as
+    Softplus); gradient sigmoid(x) = 1 - exp(-y)."""
+    summary = "log(1 + exp(x)) (binomial normal log likelihood)"
 
     def forward(self, bottom, top):
         top[0].data[...] = np.logaddexp(0.0, bottom[0].data)
@@ -80,6 +88,12 @@ class Softplus(Neuron):
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             bottom[0].diff[...] = top[0].diff * -np.expm1(-top[0].data)
+
+
+@register_layer("Softplus")
+class Softplus(BNLL):
+    """log(1 + exp(x)), the seeds' exercise layer; gradient sigmoid(x) = 1 - exp(-y)."""
+    summary = "log(1 + exp(x)), a smooth ReLU"
 
 
 class DropoutView(ParamView):
@@ -113,3 +127,229 @@ class Dropout(Neuron):
                 bottom[0].diff[...] = top[0].diff * self.mask * self.scale
             else:
                 bottom[0].diff[...] = top[0].diff
+
+
+class PReLUView(ParamView):
+    channel_shared: bool = False
+    filler: pb.FillerParameter
+
+
+@register_layer("PReLU")
+class PReLU(Neuron):
+    """max(0, x) + a min(0, x) with a learned slope a per channel (or one, channel_shared);
+    Caffe's default filler is constant 0.25."""
+    param_field = "prelu_param"
+    Params = PReLUView
+    summary = "leaky ReLU with learned slopes (per channel or channel_shared)"
+
+    def layer_setup(self, bottom, top):
+        if bottom[0].data.ndim < 2:
+            raise LayerSetupError(f"needs at least 2 axes (N, C, ...), got {bottom[0].shape}")
+        if not self.blobs:
+            filler = self.p.filler
+            if "filler" not in self.p.set_fields:
+                filler = pb.FillerParameter(type="constant", value=0.25)
+            self.add_param(() if self.p.channel_shared else (bottom[0].shape[1],), filler)
+
+    def _slope(self, x):
+        a = self.blobs[0].data
+        return a if a.ndim == 0 else a.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+    def forward(self, bottom, top):
+        x = self.keep_input(bottom, top)
+        top[0].data[...] = np.where(x > 0, x, x * self._slope(x))
+
+    def backward(self, top, propagate_down, bottom):
+        x, dy = self.x, top[0].diff
+        negative = x <= 0
+        grad_a = dy * x * negative
+        axes = tuple(i for i in range(x.ndim) if i != 1 or self.blobs[0].data.ndim == 0)
+        self.blobs[0].diff += grad_a.sum(axis=axes)
+        if propagate_down[0]:
+            bottom[0].diff[...] = dy * np.where(negative, self._slope(x), 1.0)
+
+
+class ELUView(ParamView):
+    alpha: float = 1.0
+
+
+@register_layer("ELU")
+class ELU(Neuron):
+    """x if x > 0 else alpha (exp(x) - 1); gradient 1, or y + alpha."""
+    param_field = "elu_param"
+    Params = ELUView
+    summary = "exponential linear unit (alpha)"
+
+    def forward(self, bottom, top):
+        x = self.keep_input(bottom, top)
+        top[0].data[...] = np.where(x > 0, x, self.p.alpha * np.expm1(np.minimum(x, 0)))
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            y = top[0].data
+            bottom[0].diff[...] = top[0].diff * np.where(self.x > 0, 1.0, y + self.p.alpha)
+
+
+@register_layer("AbsVal")
+class AbsVal(Neuron):
+    """|x|; gradient sign(x)."""
+    summary = "absolute value"
+
+    def forward(self, bottom, top):
+        x = self.keep_input(bottom, top)
+        top[0].data[...] = np.abs(x)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = top[0].diff * np.sign(self.x)
+
+
+class PowerView(ParamView):
+    power: float = 1.0
+    scale: float = 1.0
+    shift: float = 0.0
+
+
+@register_layer("Power")
+class Power(Neuron):
+    """(shift + scale x) ^ power; gradient power scale (shift + scale x) ^ (power - 1)."""
+    param_field = "power_param"
+    Params = PowerView
+    summary = "(shift + scale * x) ^ power"
+
+    def forward(self, bottom, top):
+        x = self.keep_input(bottom, top)
+        top[0].data[...] = (self.p.shift + self.p.scale * x) ** self.p.power
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            p = self.p
+            inner = p.shift + p.scale * self.x
+            grad = p.power * p.scale * inner ** (p.power - 1) if p.power != 1 else p.scale
+            bottom[0].diff[...] = top[0].diff * grad
+
+
+class ExpLogView(ParamView):
+    base: float = -1.0
+    scale: float = 1.0
+    shift: float = 0.0
+
+    @model_validator(mode="after")
+    def _base(self):
+        if self.base != -1 and self.base <= 0:
+            raise ValueError(f"base must be -1 (for e) or > 0. Received: base={self.base}")
+        return self
+
+    @property
+    def log_base(self) -> float:
+        return 1.0 if self.base == -1 else float(np.log(self.base))
+
+
+@register_layer("Exp")
+class Exp(Neuron):
+    """base ^ (shift + scale x) (base -1 means e); gradient y ln(base) scale."""
+    param_field = "exp_param"
+    Params = ExpLogView
+    summary = "base ^ (shift + scale * x)"
+
+    def forward(self, bottom, top):
+        p = self.p
+        top[0].data[...] = np.exp(p.log_base * (p.shift + p.scale * bottom[0].data))
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = top[0].diff * top[0].data * self.p.log_base * self.p.scale
+
+
+@register_layer("Log")
+class Log(Neuron):
+    """log_base(shift + scale x) (base -1 means e); gradient scale / ((shift + scale x) ln base)."""
+    param_field = "log_param"
+    Params = ExpLogView
+    summary = "log_base(shift + scale * x)"
+
+    def forward(self, bottom, top):
+        x = self.keep_input(bottom, top)
+        p = self.p
+        top[0].data[...] = np.log(p.shift + p.scale * x) / p.log_base
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            p = self.p
+            bottom[0].diff[...] = top[0].diff * p.scale / ((p.shift + p.scale * self.x) * p.log_base)
+
+
+class ThresholdView(ParamView):
+    threshold: float = 0.0
+
+
+@register_layer("Threshold")
+class Threshold(Neuron):
+    """1 where x > threshold, else 0. A step function: its gradient is 0 wherever it exists
+    (Caffe refuses backward; here it passes zeros)."""
+    param_field = "threshold_param"
+    Params = ThresholdView
+    summary = "step function: 1 where x > threshold, else 0"
+
+    def forward(self, bottom, top):
+        top[0].data[...] = bottom[0].data > self.p.threshold
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = 0
+
+
+class ClipView(ParamView):
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.min > self.max:
+            raise ValueError(f"min must be <= max. Received: min={self.min}, max={self.max}")
+        return self
+
+
+@register_layer("Clip")
+class Clip(Neuron):
+    """min(max(x, min), max); gradient 1 inside [min, max], else 0."""
+    param_field = "clip_param"
+    Params = ClipView
+    summary = "clamp to [min, max]"
+
+    def layer_setup(self, bottom, top):
+        missing = {"min", "max"} - self.p.set_fields
+        if missing:
+            raise LayerSetupError(f"clip_param needs {' and '.join(sorted(missing))}",
+                                  field=sorted(missing)[0])
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        self.inside = (x >= self.p.min) & (x <= self.p.max)
+        top[0].data[...] = np.clip(x, self.p.min, self.p.max)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = top[0].diff * self.inside
+
+
+class SwishView(ParamView):
+    beta: float = 1.0
+
+
+@register_layer("Swish")
+class Swish(Neuron):
+    """x sigmoid(beta x); gradient beta y + s (1 - beta y), s = sigmoid(beta x)."""
+    param_field = "swish_param"
+    Params = SwishView
+    summary = "x * sigmoid(beta * x)"
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        self.s = 0.5 * (1.0 + np.tanh(0.5 * self.p.beta * x))
+        top[0].data[...] = x * self.s
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            b, y = self.p.beta, top[0].data
+            bottom[0].diff[...] = top[0].diff * (b * y + self.s * (1 - b * y))

@@ -139,6 +139,125 @@ class Convolution(Layer):
             bottom[0].diff[...] = dx[:, :, ph:ph + h, pw:pw + w_].transpose(1, 0, 2, 3)
 
 
+@register_layer("Deconvolution")
+class Deconvolution(Convolution):
+    """The adjoint (transpose) of Convolution with the same parameters: weights are
+    (C_in, num_output / group, kh, kw), as Caffe and PyTorch's conv_transpose2d; output size
+    stride (in - 1) + dilation (k - 1) + 1 - 2 pad. Forward is convolution's data backward
+    (GEMM then col2im); backward is a convolution (im2col then GEMM)."""
+    summary = "transposed convolution (same parameters as Convolution)"
+
+    def layer_setup(self, bottom, top):
+        p = self.p
+        if p.axis not in (1, -3) or bottom[0].data.ndim != 4:
+            raise LayerSetupError(f"needs a 4-d (N, C, H, W) input with channels on axis 1, "
+                                  f"got shape {bottom[0].shape}")
+        channels = bottom[0].shape[1]
+        if channels % p.group:
+            raise LayerSetupError(f"input channels ({channels}) must be divisible by group "
+                                  f"({p.group})", field="group")
+        if not self.blobs:
+            self.add_param((channels, p.num_output // p.group, *p.kernel), p.weight_filler)
+            if p.bias_term:
+                self.add_param((p.num_output,), p.bias_filler)
+
+    def reshape(self, bottom, top):
+        p = self.p
+        n, c, h, w = bottom[0].shape
+        expected = (c, p.num_output // p.group, *p.kernel)
+        if self.blobs[0].shape != expected:
+            raise LayerSetupError(f"weights have shape {self.blobs[0].shape}, input needs {expected}")
+        out = [s * (i - 1) + d * (k - 1) + 1 - 2 * pad for i, s, d, k, pad in
+               zip((h, w), p.strides, p.dilations, p.kernel, p.pads)]
+        if min(out) < 1:
+            raise LayerSetupError(f"output size {out} is not positive (pad {p.pads} too large)",
+                                  field="pad")
+        self.out_hw = tuple(out)
+        self.in_hw = (h, w)
+        top[0].reshape(n, p.num_output, *out)
+
+    def forward(self, bottom, top):
+        p = self.p
+        x = bottom[0].data
+        n, c = x.shape[:2]
+        xg = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(p.group, c // p.group, -1)
+        wmat = self.blobs[0].data.reshape(p.group, c // p.group, -1)  # g, C/g, M/g*kh*kw
+        col = np.empty((p.group, wmat.shape[2], xg.shape[2]), dtype=x.dtype)
+        for g in range(p.group):
+            np.matmul(wmat[g].T, xg[g], out=col[g])
+        col = col.reshape(p.num_output, *p.kernel, n, *self.in_hw)
+        (ph, pw), (oh, ow) = p.pads, self.out_hw
+        y = col2im(col, (oh + 2 * ph, ow + 2 * pw), p.strides, p.dilations)[
+            :, :, ph:ph + oh, pw:pw + ow]
+        if p.bias_term:
+            y = y + self.blobs[1].data[:, None, None, None]
+        top[0].data[...] = y.transpose(1, 0, 2, 3)
+
+    def backward(self, top, propagate_down, bottom):
+        p = self.p
+        x = bottom[0].data
+        n, c = x.shape[:2]
+        dy = top[0].diff
+        if p.bias_term:
+            self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+        (ph, pw) = p.pads
+        dyp = np.ascontiguousarray(pad_hw(dy, ph, pw, ph, pw).transpose(1, 0, 2, 3))
+        dcol = im2col(dyp, p.kernel, p.strides, p.dilations, self.in_hw).reshape(
+            p.group, -1, n * self.in_hw[0] * self.in_hw[1])  # g, M/g*kh*kw, N*H*W
+        xg = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(p.group, c // p.group, -1)
+        weight = self.blobs[0]
+        wmat = weight.data.reshape(p.group, c // p.group, -1)
+        dw = weight.diff.reshape(p.group, c // p.group, -1)
+        for g in range(p.group):
+            dw[g] += xg[g] @ dcol[g].T
+        if propagate_down[0]:
+            dx = np.empty_like(xg)
+            for g in range(p.group):
+                np.matmul(wmat[g], dcol[g], out=dx[g])
+            bottom[0].diff[...] = dx.reshape(c, n, *self.in_hw).transpose(1, 0, 2, 3)
+
+
+@register_layer("Im2col")
+class Im2col(Convolution):
+    """The im2col step alone: (N, C, H, W) -> (N, C kh kw, oh, ow) patches (Caffe's layout:
+    channel-major, then kernel row, then kernel column)."""
+    summary = "image patches as channels (kernel/stride/pad/dilation as Convolution)"
+
+    class Params(ConvolutionView):
+        num_output: int = 1  # unused by Im2col
+
+    def layer_setup(self, bottom, top):
+        if bottom[0].data.ndim != 4:
+            raise LayerSetupError(f"needs a 4-d (N, C, H, W) input, got {bottom[0].shape}")
+
+    def reshape(self, bottom, top):
+        p = self.p
+        n, c, h, w = bottom[0].shape
+        oh = conv_out_size(h, p.kernel[0], p.strides[0], p.pads[0], p.dilations[0])
+        ow = conv_out_size(w, p.kernel[1], p.strides[1], p.pads[1], p.dilations[1])
+        if oh < 1 or ow < 1:
+            raise LayerSetupError("kernel is larger than the padded input", field="kernel_size")
+        self.out_hw = (oh, ow)
+        top[0].reshape(n, c * p.kernel[0] * p.kernel[1], oh, ow)
+
+    def forward(self, bottom, top):
+        p = self.p
+        xp = pad_hw(bottom[0].data, p.pads[0], p.pads[1], p.pads[0], p.pads[1])
+        col = im2col(np.ascontiguousarray(xp.transpose(1, 0, 2, 3)), p.kernel, p.strides,
+                     p.dilations, self.out_hw)  # C, kh, kw, N, oh, ow
+        top[0].data[...] = col.transpose(3, 0, 1, 2, 4, 5).reshape(top[0].shape)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        p = self.p
+        n, c, h, w = bottom[0].shape
+        col = top[0].diff.reshape(n, c, *p.kernel, *self.out_hw).transpose(1, 2, 3, 0, 4, 5)
+        (ph, pw) = p.pads
+        dx = col2im(np.ascontiguousarray(col), (h + 2 * ph, w + 2 * pw), p.strides, p.dilations)
+        bottom[0].diff[...] = dx[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
+
+
 class PoolingView(ParamView):
     pool: str = "MAX"
     pad: int = 0
@@ -159,8 +278,8 @@ class PoolingView(ParamView):
     @model_validator(mode="after")
     def _pairs(self):
         has = self.set_fields
-        if self.pool not in ("MAX", "AVE"):
-            raise ValueError(f"pool {self.pool} is not supported yet (MAX and AVE are)")
+        if self.pool == "STOCHASTIC" and ("pad" in has or "pad_h" in has or "pad_w" in has):
+            raise ValueError("pad is not used by STOCHASTIC pooling (Caffe ignores it): remove it")
         kh = "kernel_h" in has or "kernel_w" in has
         if self.global_pooling:
             if "kernel_size" in has or kh:
@@ -196,15 +315,17 @@ def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil: bool = True
 
 @register_layer("Pooling")
 class Pooling(Layer):
-    """MAX (remembers the argmax; an optional second top returns it as Caffe's mask) or AVE
-    (divides by the window size clipped to the padded input, as Caffe) pooling.
+    """MAX (remembers the argmax; an optional second top returns it as Caffe's mask), AVE
+    (divides by the window size clipped to the padded input, as Caffe) or STOCHASTIC pooling
+    (TRAIN: picks one value per window with probability proportional to it, for non-negative
+    inputs; TEST: the values' own weighted average sum(x^2) / sum(x)).
 
     Output size rounds UP (Caffe), unlike PyTorch's default floor: a 2x2/2 pool of a 5x5 map
     gives 3x3 here."""
     param_field = "pooling_param"
     Params = PoolingView
     tops = (1, 2)
-    summary = "MAX / AVE pooling with Caffe's ceil rounding and pad clipping; global_pooling"
+    summary = "MAX / AVE / STOCHASTIC pooling with Caffe's ceil rounding; global_pooling"
 
     def reshape(self, bottom, top):
         p = self.p
@@ -259,12 +380,34 @@ class Pooling(Layer):
             top[0].data[...] = best
             if len(top) > 1:
                 top[1].data[...] = self._mask_index(x.shape[3])
-        else:
+        elif self.p.pool == "AVE":
             xp = self._padded(x, 0.0)
             total = np.zeros(top[0].shape, dtype=x.dtype)
             for _, (_, _, (rows, cols)) in self._taps():
                 total += xp[:, :, rows, cols]
             top[0].data[...] = total / self.area
+        else:
+            top[0].data[...] = self._stochastic(self._padded(x, 0.0))
+
+    def _stochastic(self, xp):
+        """TRAIN: the first tap whose running sum reaches u * sum (u uniform), as Caffe;
+        TEST: sum(x^2) / sum(x) (0 where the window sums to 0)."""
+        values = [xp[:, :, rows, cols] for _, (_, _, (rows, cols)) in self._taps()]
+        total = sum(values)
+        if self.phase == 0:
+            threshold = self.rng.random(total.shape) * total
+            running = np.zeros_like(total)
+            picked = np.zeros_like(total)
+            self.argmax = np.full(total.shape, -1, dtype=np.int32)
+            for t, v in enumerate(values):
+                running += v
+                take = (self.argmax < 0) & (running >= threshold)
+                np.copyto(self.argmax, t, where=take)
+                np.copyto(picked, v, where=take)
+            return picked
+        self.total, self.values = total, values
+        squares = sum(v * v for v in values)
+        return np.divide(squares, total, out=np.zeros_like(total), where=total > 0)
 
     def _mask_index(self, width):
         """Caffe's mask top: the argmax as a flat index h * W + w into the input plane."""
@@ -281,9 +424,14 @@ class Pooling(Layer):
         n, c, h, w = bottom[0].shape
         dy = top[0].diff
         dxp = np.zeros((n, c, *self.padded), dtype=dy.dtype)
-        if self.p.pool == "MAX":
+        if self.p.pool == "MAX" or (self.p.pool == "STOCHASTIC" and self.phase == 0):
             for t, (_, _, (rows, cols)) in self._taps():
                 dxp[:, :, rows, cols] += np.where(self.argmax == t, dy, 0)
+        elif self.p.pool == "STOCHASTIC":  # d(sum v^2 / sum v)/dv = (2 v - y) / sum v
+            y = top[0].data
+            safe = np.where(self.total > 0, self.total, 1)
+            for (_, (_, _, (rows, cols))), v in zip(self._taps(), self.values):
+                dxp[:, :, rows, cols] += np.where(self.total > 0, dy * (2 * v - y) / safe, 0)
         else:
             share = dy / self.area
             for _, (_, _, (rows, cols)) in self._taps():

@@ -1,0 +1,302 @@
+"""Normalisation layers: BatchNorm (Caffe's three statistics blobs), Scale, Bias, MVN, LRN."""
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from ..params import ParamView
+from ..proto import netspec_pb2 as pb
+from ..registry import register_layer
+from .base import Layer, LayerSetupError, canonical_axis
+
+
+def _channel_view(v: np.ndarray, ndim: int) -> np.ndarray:
+    """A per-channel vector shaped to broadcast over (N, C, ...)."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+class BatchNormView(ParamView):
+    use_global_stats: bool | None = None
+    moving_average_fraction: float = Field(0.999, ge=0, le=1)
+    eps: float = Field(1e-5, gt=0)
+
+    @model_validator(mode="after")
+    def _default(self):
+        if "use_global_stats" not in self.set_fields:
+            self.use_global_stats = None
+        return self
+
+
+@register_layer("BatchNorm")
+class BatchNorm(Layer):
+    """Caffe's BatchNorm: normalise each channel by batch statistics (TRAIN) or by the stored
+    ones (TEST, or use_global_stats). No scale or shift (follow with a Scale layer).
+
+    Blobs, as Caffe: running sum of means, of variances, and the scale factor s; the stored
+    statistics are blob / s. Each TRAIN pass: s = f s + 1, mean = f mean + batch mean,
+    var = f var + m / (m - 1) batch var (f = moving_average_fraction, m values per channel).
+    PyTorch keeps already-averaged running stats with a momentum instead; the normalised
+    output at TRAIN is the same (biased batch variance). The blobs never learn: lr_mult 0."""
+    param_field = "batch_norm_param"
+    Params = BatchNormView
+    statistics_blobs = True
+    summary = "normalise per channel by batch or stored statistics (Caffe's 3 blobs)"
+
+    def layer_setup(self, bottom, top):
+        self.global_stats = self.p.use_global_stats if self.p.use_global_stats is not None \
+            else self.phase == 1
+        if not self.blobs:
+            c = bottom[0].shape[1] if bottom[0].data.ndim > 1 else 1
+            zeros = pb.FillerParameter(type="constant")
+            self.add_param((c,), zeros)
+            self.add_param((c,), zeros)
+            self.add_param((1,), zeros)
+
+    def reshape(self, bottom, top):
+        top[0].reshape(bottom[0].shape)
+        self.axes = (0,) + tuple(range(2, bottom[0].data.ndim))
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        nd = x.ndim
+        if self.global_stats:
+            s = self.blobs[2].data[0]
+            factor = 0.0 if s == 0 else 1.0 / s
+            mean, var = self.blobs[0].data * factor, self.blobs[1].data * factor
+        else:
+            mean, var = x.mean(axis=self.axes), x.var(axis=self.axes)
+            m = x.size // x.shape[1]
+            f = self.p.moving_average_fraction
+            self.blobs[2].data[...] = self.blobs[2].data * f + 1
+            self.blobs[0].data[...] = self.blobs[0].data * f + mean
+            self.blobs[1].data[...] = self.blobs[1].data * f + var * (m / max(m - 1, 1))
+        self.inv_std = _channel_view(1.0 / np.sqrt(var + self.p.eps), nd)
+        top[0].data[...] = (x - _channel_view(mean, nd)) * self.inv_std
+        self.y = top[0].data.copy() if top[0] is bottom[0] else top[0].data
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff
+        if self.global_stats:
+            bottom[0].diff[...] = dy * self.inv_std
+            return
+        y = self.y
+        mean_dy = dy.mean(axis=self.axes, keepdims=True)
+        mean_dy_y = (dy * y).mean(axis=self.axes, keepdims=True)
+        bottom[0].diff[...] = (dy - mean_dy - y * mean_dy_y) * self.inv_std
+
+
+class ScaleBiasView(ParamView):
+    axis: int = 1
+    num_axes: int = Field(1, ge=-1)
+    filler: pb.FillerParameter
+    bias_term: bool = False
+    bias_filler: pb.FillerParameter
+
+
+class _Broadcast(Layer):
+    """y = x (op) p where p (a learned blob, or bottom 1) covers axes [axis, axis + n) of x."""
+    bottoms = (1, 2)
+    default_filler = pb.FillerParameter(type="constant", value=1.0)
+
+    def _span(self, bottom):
+        shape = bottom[0].shape
+        a = canonical_axis(self.p.axis, len(shape)) if shape else 0
+        if len(bottom) > 1:
+            n = bottom[1].data.ndim
+        else:
+            n = len(shape) - a if self.p.num_axes == -1 else self.p.num_axes
+        if a + n > len(shape):
+            raise LayerSetupError(f"axis {a} + {n} axes exceed the bottom {shape}",
+                                  field="num_axes")
+        return a, n
+
+    def layer_setup(self, bottom, top):
+        a, n = self._span(bottom)
+        if len(bottom) == 1 and not self.blobs:
+            filler = self.p.filler if "filler" in self.p.set_fields else self.default_filler
+            self.add_param(bottom[0].shape[a:a + n], filler)
+
+    def reshape(self, bottom, top):
+        a, n = self._span(bottom)
+        p_shape = bottom[1].shape if len(bottom) > 1 else self.blobs[0].shape
+        if tuple(p_shape) != tuple(bottom[0].shape[a:a + n]):
+            raise LayerSetupError(f"{self.type} blob {p_shape} does not match axes {a}..{a + n}"
+                                  f" of the bottom {bottom[0].shape}")
+        self.bshape = (1,) * a + tuple(p_shape) + (1,) * (bottom[0].data.ndim - a - n)
+        self.sum_axes = tuple(range(a)) + tuple(range(a + n, bottom[0].data.ndim))
+        top[0].reshape(bottom[0].shape)
+
+    def operand(self, bottom):
+        source = bottom[1] if len(bottom) > 1 else self.blobs[0]
+        return source, source.data.reshape(self.bshape)
+
+    def add_operand_grad(self, bottom, propagate_down, grad):
+        """Sum `grad` (shaped like x) down to the operand; assign to bottom 1, add to a blob."""
+        reduced = grad.sum(axis=self.sum_axes) if self.sum_axes else grad
+        if len(bottom) > 1:
+            if propagate_down[1]:
+                bottom[1].diff[...] = reduced.reshape(bottom[1].shape)
+        else:
+            self.blobs[0].diff += reduced.reshape(self.blobs[0].shape)
+
+
+@register_layer("Bias")
+class Bias(_Broadcast):
+    """x + b, b learned (bias_param) or given as bottom 1, broadcast from `axis`."""
+    param_field = "bias_param"
+    Params = ScaleBiasView
+    default_filler = pb.FillerParameter(type="constant", value=0.0)
+    summary = "add a (learned or bottom-1) bias broadcast from axis"
+
+    def forward(self, bottom, top):
+        top[0].data[...] = bottom[0].data + self.operand(bottom)[1]
+
+    def backward(self, top, propagate_down, bottom):
+        self.add_operand_grad(bottom, propagate_down, top[0].diff)
+        if propagate_down[0]:
+            bottom[0].diff[...] = top[0].diff
+
+
+@register_layer("Scale")
+class Scale(_Broadcast):
+    """x * s (+ bias with bias_term), s learned (scale_param, filler default 1) or given as
+    bottom 1, broadcast from `axis` over num_axes axes."""
+    param_field = "scale_param"
+    Params = ScaleBiasView
+    summary = "multiply by a (learned or bottom-1) scale broadcast from axis; bias_term"
+
+    def layer_setup(self, bottom, top):
+        super().layer_setup(bottom, top)
+        if self.p.bias_term and len(self.blobs) == (1 if len(bottom) == 1 else 0):
+            a, n = self._span(bottom)
+            self.add_param(bottom[0].shape[a:a + n], self.p.bias_filler)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        self.x = x.copy() if top[0] is bottom[0] else x
+        y = x * self.operand(bottom)[1]
+        if self.p.bias_term:
+            y = y + self.blobs[-1].data.reshape(self.bshape)
+        top[0].data[...] = y
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].diff
+        if self.p.bias_term:
+            bias = self.blobs[-1]
+            bias.diff += (dy.sum(axis=self.sum_axes) if self.sum_axes else dy).reshape(bias.shape)
+        scale = self.operand(bottom)[1]
+        self.add_operand_grad(bottom, propagate_down, dy * self.x)
+        if propagate_down[0]:
+            bottom[0].diff[...] = dy * scale
+
+
+class MVNView(ParamView):
+    normalize_variance: bool = True
+    across_channels: bool = False
+    eps: float = Field(1e-9, gt=0)
+
+
+@register_layer("MVN")
+class MVN(Layer):
+    """Subtract the mean (per item and channel, or per item across channels) and, with
+    normalize_variance, divide by (std + eps) as Caffe does (eps outside the square root)."""
+    param_field = "mvn_param"
+    Params = MVNView
+    summary = "mean (and variance) normalisation per item (and channel)"
+
+    def reshape(self, bottom, top):
+        nd = bottom[0].data.ndim
+        self.axes = tuple(range(1 if self.p.across_channels else 2, nd))
+        top[0].reshape(bottom[0].shape)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        d = x - x.mean(axis=self.axes, keepdims=True)
+        self.d = d
+        if self.p.normalize_variance:
+            self.std = np.sqrt((d * d).mean(axis=self.axes, keepdims=True))
+            d = d / (self.std + self.p.eps)
+        top[0].data[...] = d
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        g = top[0].diff
+        dx = g - g.mean(axis=self.axes, keepdims=True)
+        if self.p.normalize_variance:
+            s, d = self.std, self.d
+            den = s + self.p.eps
+            mean_gd = (g * d).mean(axis=self.axes, keepdims=True)
+            dx = dx / den - d * mean_gd / (den * den * np.maximum(s, np.finfo(s.dtype).tiny))
+        bottom[0].diff[...] = dx
+
+
+class LRNView(ParamView):
+    local_size: int = Field(5, ge=1)
+    alpha: float = 1.0
+    beta: float = 0.75
+    norm_region: str = "ACROSS_CHANNELS"
+    k: float = 1.0
+
+    @model_validator(mode="after")
+    def _odd(self):
+        if self.local_size % 2 == 0:
+            raise ValueError(f"local_size must be odd. Received: local_size={self.local_size}")
+        return self
+
+
+@register_layer("LRN")
+class LRN(Layer):
+    """Local response normalisation, Caffe's two regions:
+    ACROSS_CHANNELS  y = x (k + alpha/n sum_{n channels around} x^2) ^ -beta  (= PyTorch's
+                     local_response_norm);
+    WITHIN_CHANNEL   y = x (1 + alpha avg_{n x n window, zero-padded} x^2) ^ -beta, where the
+                     average divides by n^2 (Caffe builds it from AVE pooling; k is unused)."""
+    param_field = "lrn_param"
+    Params = LRNView
+    summary = "local response normalisation, ACROSS_CHANNELS or WITHIN_CHANNEL"
+
+    def reshape(self, bottom, top):
+        if bottom[0].data.ndim != 4:
+            raise LayerSetupError(f"needs a 4-d (N, C, H, W) input, got {bottom[0].shape}")
+        top[0].reshape(bottom[0].shape)
+        if self.p.norm_region == "WITHIN_CHANNEL":
+            from .vision import Pooling
+            n, (_, _, h, w) = self.p.local_size, bottom[0].shape
+            pad = (n - 1) // 2
+            self.area = np.outer(Pooling._clipped_extent(h, n, 1, pad, h),
+                                 Pooling._clipped_extent(w, n, 1, pad, w))
+
+    def _window_sum(self, v):
+        """Sum over the local window: channels (ACROSS) or n x n positions (WITHIN)."""
+        n, half = self.p.local_size, (self.p.local_size - 1) // 2
+        if self.p.norm_region == "ACROSS_CHANNELS":
+            c = np.cumsum(np.pad(v, ((0, 0), (half + 1, half), (0, 0), (0, 0))), axis=1)
+            return c[:, n:] - c[:, :-n]
+        c = np.pad(v, ((0, 0), (0, 0), (half + 1, half), (half + 1, half)))
+        c = np.cumsum(np.cumsum(c, axis=2), axis=3)
+        return c[:, :, n:, n:] - c[:, :, :-n, n:] - c[:, :, n:, :-n] + c[:, :, :-n, :-n]
+
+    def _scale_args(self):
+        p = self.p
+        if p.norm_region == "ACROSS_CHANNELS":
+            return p.k, p.alpha / p.local_size
+        return 1.0, p.alpha / self.area
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        self.x = x.copy() if top[0] is bottom[0] else x
+        k, a = self._scale_args()
+        self.scale = k + a * self._window_sum(x * x)
+        top[0].data[...] = x * self.scale ** -self.p.beta
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        x, dy, s, beta = self.x, top[0].diff, self.scale, self.p.beta
+        _, a = self._scale_args()
+        # d/dx_j of x_i s_i^-beta: direct term, and every window i containing j through s_i
+        inner = dy * x * s ** (-beta - 1) * a
+        bottom[0].diff[...] = dy * s ** -beta - 2 * beta * x * self._window_sum(inner)
