@@ -91,3 +91,93 @@ def test_accuracy_spatial_axis():
     labels = np.array([[1, 2], [0, 1]])
     _, _, top = run('type: "Accuracy"', scores, labels)
     assert float(top[0].data) == 0.75
+
+
+# -- the rest of Caffe's losses -----------------------------------------------------------------
+A = np.random.default_rng(5).normal(size=(4, 3, 2))
+B = np.random.default_rng(6).normal(size=(4, 3, 2))
+
+
+def test_euclidean_loss():
+    _, _, top = run('type: "EuclideanLoss"', A, B)
+    assert float(top[0].data) == pytest.approx(((A - B) ** 2).sum() / 8)
+    assert_gradients('type: "EuclideanLoss"', A, B)
+
+
+@pytest.mark.parametrize("param,norm", [("", 4), ("loss_param { normalization: FULL }", 24),
+                                        ("loss_param { normalization: NONE }", 1)])
+def test_sigmoid_cross_entropy(param, norm):
+    t = (np.random.default_rng(7).random(A.shape) > 0.5).astype(float)
+    text = f'type: "SigmoidCrossEntropyLoss" {param}'
+    _, _, top = run(text, A * 10, t)
+    s = 1 / (1 + np.exp(-A * 10))
+    expected = -(t * np.log(s) + (1 - t) * np.log(1 - s)).sum() / norm
+    assert float(top[0].data) == pytest.approx(expected, rel=1e-10)
+    assert_gradients(text, A, t, check_bottom=[0])
+
+
+def test_sigmoid_cross_entropy_ignore_label_counts_valid():
+    t = np.array([[1.0, 0.0, -1.0]])
+    text = 'type: "SigmoidCrossEntropyLoss" loss_param { ignore_label: -1 normalization: VALID }'
+    _, _, top = run(text, np.array([[0.0, 0.0, 5.0]]), t)
+    assert float(top[0].data) == pytest.approx(np.log(2))
+    assert_gradients(text, np.array([[0.3, -0.2, 5.0]]), t, check_bottom=[0])
+
+
+@pytest.mark.parametrize("norm", ["L1", "L2"])
+def test_hinge_loss(norm):
+    x = np.array([[0.5, -2.0, 0.3], [1.5, 0.2, -0.8]])
+    labels = np.array([0, 2])
+    _, _, top = run(f'type: "HingeLoss" hinge_loss_param {{ norm: {norm} }}', x, labels)
+    margins = np.array([[0.5, 0, 1.3], [2.5, 1.2, 1.8]])
+    expected = (margins if norm == "L1" else margins ** 2).sum() / 2
+    assert float(top[0].data) == pytest.approx(expected)
+    assert_gradients(f'type: "HingeLoss" hinge_loss_param {{ norm: {norm} }}',
+                     np.random.default_rng(1).normal(size=(5, 4)) * 3,
+                     np.array([0, 1, 2, 3, 1]), check_bottom=[0])
+
+
+def test_multinomial_logistic_loss():
+    p = np.random.default_rng(2).random((4, 5)) + 0.1
+    p /= p.sum(1, keepdims=True)
+    labels = np.array([0, 4, 2, 2])
+    _, _, top = run('type: "MultinomialLogisticLoss"', p, labels)
+    assert float(top[0].data) == pytest.approx(-np.log(p[np.arange(4), labels]).mean())
+    assert_gradients('type: "MultinomialLogisticLoss"', p, labels, check_bottom=[0])
+
+
+def test_infogain_loss_identity_is_softmax_loss_and_gradients():
+    scores, labels = SCORES[:, :, 0], LABELS[:, 0]
+    _, _, soft = run('type: "SoftmaxWithLoss"', scores, labels)
+    _, _, info = run('type: "InfogainLoss"', scores, labels, np.eye(5))
+    assert float(info[0].data) == pytest.approx(float(soft[0].data), rel=1e-12)
+    h = np.random.default_rng(3).random((5, 5))
+    assert_gradients('type: "InfogainLoss"', scores, labels, h, check_bottom=[0])
+    assert_gradients('type: "InfogainLoss" loss_param { ignore_label: 2 normalization: FULL }',
+                     SCORES, LABELS, h, check_bottom=[0])
+
+
+def test_infogain_matrix_from_a_binaryproto(tmp_path):
+    from netspec.blob import Blob
+    from netspec.spec import write_binary
+    h = Blob((1, 1, 5, 5), np.float32)
+    h.data[...] = np.eye(5) * 2
+    write_binary(tmp_path / "h.binaryproto", h.to_proto())
+    _, _, top = run(f'type: "InfogainLoss" infogain_loss_param {{ source: '
+                    f'"{tmp_path}/h.binaryproto" }}', SCORES[:, :, 0], LABELS[:, 0])
+    _, _, soft = run('type: "SoftmaxWithLoss"', SCORES[:, :, 0], LABELS[:, 0])
+    assert float(top[0].data) == pytest.approx(2 * float(soft[0].data), rel=1e-6)
+
+
+@pytest.mark.parametrize("legacy", ["false", "true"])
+def test_contrastive_loss(legacy):
+    a = np.random.default_rng(8).normal(size=(6, 3)) * 0.5
+    b = np.random.default_rng(9).normal(size=(6, 3)) * 0.5
+    y = np.array([1, 0, 1, 0, 0, 1])
+    text = f'type: "ContrastiveLoss" contrastive_loss_param {{ margin: 1.5 legacy_version: {legacy} }}'
+    _, _, top = run(text, a, b, y)
+    d2 = ((a - b) ** 2).sum(1)
+    far = np.maximum(1.5 - d2, 0) if legacy == "true" else np.maximum(1.5 - np.sqrt(d2), 0) ** 2
+    assert float(top[0].data) == pytest.approx(np.where(y == 1, d2, far).sum() / 12)
+    # Caffe's gradient divides by (d + 1e-4) instead of d: a ~1e-4 relative difference
+    assert_gradients(text, a, b, y, check_bottom=[0, 1], threshold=1e-3)

@@ -13,11 +13,28 @@ X = np.random.default_rng(0).normal(size=(2, 3, 4))
     ('type: "Sigmoid"', lambda x: 1 / (1 + np.exp(-x))),
     ('type: "TanH"', np.tanh),
     ('type: "Softplus"', lambda x: np.log1p(np.exp(x))),
+    ('type: "BNLL"', lambda x: np.log1p(np.exp(x))),
+    ('type: "ELU" elu_param { alpha: 0.5 }', lambda x: np.where(x > 0, x, 0.5 * np.expm1(x))),
+    ('type: "AbsVal"', np.abs),
+    ('type: "Power" power_param { power: 2 scale: 0.5 shift: 3 }', lambda x: (3 + 0.5 * x) ** 2),
+    ('type: "Power" power_param { power: 0.5 scale: 1 shift: 4 }', lambda x: np.sqrt(4 + x)),
+    ('type: "Exp"', np.exp),
+    ('type: "Exp" exp_param { base: 2 scale: 0.5 shift: 1 }', lambda x: 2 ** (1 + 0.5 * x)),
+    ('type: "Log" log_param { shift: 5 }', lambda x: np.log(5 + x)),
+    ('type: "Log" log_param { base: 10 scale: 2 shift: 8 }', lambda x: np.log10(8 + 2 * x)),
+    ('type: "Clip" clip_param { min: -0.5 max: 0.75 }', lambda x: np.clip(x, -0.5, 0.75)),
+    ('type: "Swish" swish_param { beta: 1.5 }', lambda x: x / (1 + np.exp(-1.5 * x))),
+    ('type: "Threshold" threshold_param { threshold: 0.25 }', lambda x: (x > 0.25) * 1.0),
 ])
 def test_values_gradients_and_in_place(text, f):
     _, _, top = run(text, X)
     np.testing.assert_allclose(top[0].data, f(X), rtol=1e-12)
-    assert_gradients(text, X, kink=0.0 if "ReLU" in text else None, kink_range=1e-4)
+    kinks = {"ReLU": 0.0, "AbsVal": 0.0, "Threshold": 0.25}
+    kink = next((v for k, v in kinks.items() if f'"{k}"' in text), None)
+    if "Clip" in text:
+        assert_gradients(text, X[np.abs(np.abs(X - 0.125) - 0.625) > 1e-3])
+    else:
+        assert_gradients(text, X, kink=kink, kink_range=1e-4)
     # in place: top is the bottom blob; backward must still be right
     layer = make_layer(text)
     b = blobs(X)[0]
@@ -65,3 +82,60 @@ def test_dropout_ratio_validated():
     from netspec.layers import LayerSetupError
     with pytest.raises(LayerSetupError, match="dropout_ratio must be less than 1"):
         make_layer('type: "Dropout" dropout_param { dropout_ratio: 1.0 }')
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_prelu_values_gradients_and_default_slope(shared):
+    text = f'type: "PReLU" prelu_param {{ channel_shared: {str(shared).lower()} }}'
+    layer, _, top = run(text, X)
+    assert layer.blobs[0].shape == (() if shared else (3,))
+    np.testing.assert_allclose(layer.blobs[0].data, 0.25)  # Caffe's default filler
+    np.testing.assert_allclose(top[0].data, np.where(X > 0, X, 0.25 * X))
+    assert_gradients(text + ' ', X, kink=0.0, kink_range=1e-4)
+
+
+def test_prelu_in_place_gradient_and_learned_slopes():
+    layer = make_layer('type: "PReLU" prelu_param { filler { type: "constant" value: 0.1 } }')
+    b = blobs(X)[0]
+    layer.setup([b], [b])
+    layer.forward([b], [b])
+    b.diff[...] = 1.0
+    layer.backward([b], [True], [b])
+    np.testing.assert_allclose(layer.blobs[0].diff, (X * (X <= 0)).sum(axis=(0, 2)))
+    np.testing.assert_allclose(b.diff, np.where(X > 0, 1.0, 0.1))
+
+
+def test_neuron_parameter_errors():
+    from netspec.layers import LayerSetupError
+    with pytest.raises(LayerSetupError, match="base must be -1"):
+        make_layer('type: "Log" log_param { base: -2 }')
+    with pytest.raises(LayerSetupError, match="min must be <= max"):
+        make_layer('type: "Clip" clip_param { min: 1 max: 0 }')
+    with pytest.raises(LayerSetupError, match=r"max must be given \(clip_param needs min and max"):
+        run('type: "Clip" clip_param { min: 1 }', X)
+
+
+torch = pytest.importorskip("torch")
+
+
+def test_elu_and_prelu_match_torch():
+    x = torch.tensor(X, requires_grad=True)
+    y = torch.nn.functional.elu(x, alpha=0.5)
+    dy = np.random.default_rng(3).normal(size=X.shape)
+    y.backward(torch.tensor(dy))
+    layer, bottom, top = run('type: "ELU" elu_param { alpha: 0.5 }', X)
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    np.testing.assert_allclose(top[0].data, y.detach().numpy(), atol=1e-14)
+    np.testing.assert_allclose(bottom[0].diff, x.grad.numpy(), atol=1e-14)
+
+    layer, bottom, top = run('type: "PReLU" prelu_param { filler { type: "uniform" } }', X)
+    x = torch.tensor(X, requires_grad=True)
+    a = torch.tensor(layer.blobs[0].data.copy(), requires_grad=True)
+    y = torch.nn.functional.prelu(x, a)
+    y.backward(torch.tensor(dy))
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    np.testing.assert_allclose(top[0].data, y.detach().numpy(), atol=1e-14)
+    np.testing.assert_allclose(bottom[0].diff, x.grad.numpy(), atol=1e-14)
+    np.testing.assert_allclose(layer.blobs[0].diff, a.grad.numpy(), atol=1e-13)

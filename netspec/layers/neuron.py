@@ -305,6 +305,9 @@ class ClipView(ParamView):
 
     @model_validator(mode="after")
     def _order(self):
+        missing = sorted({"min", "max"} - self.set_fields)
+        if missing:
+            raise ValueError(f"{missing[0]} must be given (clip_param needs min and max)")
         if self.min > self.max:
             raise ValueError(f"min must be <= max. Received: min={self.min}, max={self.max}")
         return self
@@ -316,12 +319,6 @@ class Clip(Neuron):
     param_field = "clip_param"
     Params = ClipView
     summary = "clamp to [min, max]"
-
-    def layer_setup(self, bottom, top):
-        missing = {"min", "max"} - self.p.set_fields
-        if missing:
-            raise LayerSetupError(f"clip_param needs {' and '.join(sorted(missing))}",
-                                  field=sorted(missing)[0])
 
     def forward(self, bottom, top):
         x = bottom[0].data

@@ -92,7 +92,7 @@ class ScaleBiasView(ParamView):
     num_axes: int = Field(1, ge=-1)
     filler: pb.FillerParameter
     bias_term: bool = False
-    bias_filler: pb.FillerParameter
+    bias_filler: pb.FillerParameter | None = None  # Scale only
 
 
 class _Broadcast(Layer):
