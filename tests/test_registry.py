@@ -9,32 +9,27 @@ import netspec
 from netspec import registry
 from netspec.layers import Layer
 
-# type -> the test that checks its gradient numerically (or why it has none)
-GRADIENT_CASES = {
-    "Convolution": "test_layers_vision.py::test_convolution_gradients",
-    "Pooling": "test_layers_vision.py::test_pooling_gradients",
-    "InnerProduct": "test_layers_common.py::test_inner_product_gradients",
-    "Softmax": "test_layers_common.py::test_softmax",
-    "Split": "test_layers_common.py::test_split_copies_and_sums_gradients",
-    "ReLU": "test_layers_neuron.py::test_values_gradients_and_in_place",
-    "Sigmoid": "test_layers_neuron.py::test_values_gradients_and_in_place",
-    "TanH": "test_layers_neuron.py::test_values_gradients_and_in_place",
-    "Softplus": "test_layers_neuron.py::test_values_gradients_and_in_place",
-    "Dropout": "test_layers_neuron.py::test_dropout_gradients",
-    "SoftmaxWithLoss": "test_layers_loss.py::test_softmax_loss_normalisation_with_ignore_label",
-}
-NO_GRADIENT = {
-    "Input": "data enters here; nothing below it",
-    "Data": "data enters here; nothing below it",
-    "Accuracy": "a metric: not differentiable, never backpropagated",
-}
+from conftest import assert_gradients
+from layer_cases import CASES, NO_GRADIENT
 
 
 def test_every_registered_type_has_a_gradient_case():
     types = set(netspec.layer_types())
-    missing = types - set(GRADIENT_CASES) - set(NO_GRADIENT)
-    assert not missing, f"layer types with no numeric gradient test: {sorted(missing)}"
-    assert not (set(GRADIENT_CASES) | set(NO_GRADIENT)) - types
+    missing = types - set(CASES) - set(NO_GRADIENT)
+    assert not missing, f"layer types with no numeric gradient case: {sorted(missing)}"
+    assert not (set(CASES) | set(NO_GRADIENT)) - types, "cases for unregistered types"
+
+
+ALL_CASES = [(t, i, case) for t, cases in sorted(CASES.items()) for i, case in enumerate(cases)]
+
+
+@pytest.mark.parametrize("type_,index,case", ALL_CASES,
+                         ids=[f"{t}-{i}" for t, i, _ in ALL_CASES])
+def test_registry_wide_gradient_check_float64(type_, index, case):
+    text, arrays, options = case
+    options = dict(options)
+    assert_gradients(text, *arrays, ntop=options.pop("ntop", 1), phase=options.pop("phase", 0),
+                     **options)
 
 
 def test_lookup_suggests_the_closest_type():
@@ -48,6 +43,17 @@ def test_every_layer_has_a_summary():
     for name, cls in netspec.layer_types().items():
         assert cls.summary, name
         assert cls.type == name
+
+
+def test_python_layer_loads_a_user_class_and_learns():
+    from conftest import run
+    layer, bottom, top = run('type: "Python" python_param { module: "pylayer_square" '
+                             'layer: "Square" param_str: "3" }', np.array([1.0, -2.0]))
+    np.testing.assert_allclose(top[0].data, [3.5, 12.5])
+    assert len(layer.blobs) == 1
+    from netspec.layers import LayerSetupError
+    with pytest.raises(LayerSetupError, match="cannot import module 'no_such_module'"):
+        run('type: "Python" python_param { module: "no_such_module" layer: "X" }', np.zeros(2))
 
 
 class Doubler(Layer):
