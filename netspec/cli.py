@@ -176,6 +176,70 @@ def time_(
     typer.echo(f"Total Time: {total * iterations:.3f} ms.")
 
 
+@app.command()
+@friendly
+def gradcheck(
+        spec: str = typer.Argument(..., metavar="SPEC", help="Net prototxt to check."),
+        layer: Optional[list[str]] = typer.Option(None, "--layer",
+                                                  help="Only this layer (repeatable)."),
+        dtype: str = typer.Option("float64", "--dtype", help="float64 (default) or float32."),
+        phase: str = typer.Option("TRAIN", "--phase", help="TRAIN or TEST."),
+        samples: int = typer.Option(40, "--samples", min=1,
+                                    help="Elements checked per blob (random choice)."),
+        threshold: float = typer.Option(None, "--threshold",
+                                        help="Largest relative error allowed (default 1e-4, "
+                                             "float32: 2e-2)."),
+):
+    """Numeric gradient check of every layer (or --layer NAME) of a net: one row per blob,
+    empirical vs computed, as in MatConvNet's practical. Exits 1 when any error is too big."""
+    from .gradcheck import check_net, fill_inputs
+    from .net import TEST, TRAIN, Net
+    if dtype not in ("float64", "float32"):
+        raise NetspecError(f"--dtype must be float64 or float32, got {dtype!r}")
+    if phase.upper() not in ("TRAIN", "TEST"):
+        raise NetspecError(f"--phase must be TRAIN or TEST, got {phase!r}")
+    net = Net(spec, TRAIN if phase.upper() == "TRAIN" else TEST, dtype=np.dtype(dtype), seed=0)
+    if layer:
+        unknown = [n for n in layer if n not in net.layer_dict]
+        if unknown:
+            raise NetspecError(f"no layer named {', '.join(unknown)} in {spec} (layers: "
+                               f"{', '.join(net.layer_dict)})")
+    fill_inputs(net, np.random.default_rng(0))
+    limit = threshold if threshold is not None else (1e-4 if dtype == "float64" else 2e-2)
+    step = 1e-6 if dtype == "float64" else 1e-2
+    failed = 0
+    for name, label, r in check_net(net, layer, samples=samples, threshold=limit, step=step):
+        mark = "" if r.ok else "   <-- too large"
+        typer.echo(f"{name:<12} {label:<8} empirical {r.empirical:14.6f}  computed "
+                   f"{r.computed:14.6f}  error {100 * r.max_error:.4f} %{mark}")
+        failed += not r.ok
+    if failed:
+        typer.echo(f"error: {failed} blob(s) exceed the threshold {limit:g}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("layers")
+def layers_():
+    """Every registered layer type, with a one-line description and its parameter message."""
+    from .proto import netspec_pb2 as pb
+    from .registry import layer_types
+    fields = {f.name: f.message_type.name for f in pb.LayerParameter.DESCRIPTOR.fields
+              if f.message_type is not None}
+    rows = []
+    for name, cls in layer_types().items():
+        if cls.param_field:
+            message = fields.get(cls.param_field, "")
+        elif cls.Params is not None:
+            message = ", ".join(fields[f] for f in cls.Params.model_fields if f in fields)
+        else:
+            message = "-"
+        rows.append((name, message, cls.summary))
+    wt, wm = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+    for name, message, summary in rows:
+        typer.echo(f"{name:<{wt}}  {message:<{wm}}  {summary}")
+    typer.echo(f"{len(rows)} layer types")
+
+
 @data_app.command("get")
 @friendly
 def data_get(
