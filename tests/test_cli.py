@@ -211,3 +211,45 @@ def test_ctrl_c_snapshots_then_stops(project):
     snaps = sorted(p.name for p in (project / "snaps").iterdir())
     assert len(snaps) == 2 and snaps[0].endswith(".caffemodel")
     assert not any(name.endswith(".tmp") for name in snaps)
+
+
+def test_layers_lists_every_type():
+    import netspec
+    r = invoke("layers")
+    assert r.exit_code == 0
+    lines = r.output.splitlines()
+    assert lines[-1] == f"{len(netspec.layer_types())} layer types"
+    conv = [l for l in lines if l.startswith("Convolution ")][0]
+    assert "ConvolutionParameter" in conv and "im2col" in conv
+
+
+def test_gradcheck_rows_and_exit_codes(tmp_path):
+    spec = tmp_path / "net.prototxt"
+    spec.write_text(
+        'layer { name: "in" type: "Input" top: "x" top: "label" input_param { '
+        'shape { dim: 3 dim: 2 dim: 5 dim: 5 } shape { dim: 3 } } }\n'
+        'layer { name: "conv1" type: "Convolution" bottom: "x" top: "c" convolution_param { '
+        'num_output: 2 kernel_size: 3 weight_filler { type: "gaussian" } } }\n'
+        'layer { name: "relu" type: "ReLU" bottom: "c" top: "c" }\n'
+        'layer { name: "ip" type: "InnerProduct" bottom: "c" top: "ip" inner_product_param { '
+        'num_output: 4 weight_filler { type: "gaussian" } } }\n'
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "l" }\n')
+    r = invoke("gradcheck", str(spec))
+    assert r.exit_code == 0, r.output
+    rows = [l.split() for l in r.output.splitlines()]
+    assert [row[:2] for row in rows] == [["conv1", "dx"], ["conv1", "W"], ["conv1", "b"],
+                                         ["relu", "dc"], ["ip", "dc"], ["ip", "W"], ["ip", "b"],
+                                         ["loss", "dip"]]
+    assert all(row[2] == "empirical" and row[-1] == "%" for row in rows)
+    r = invoke("gradcheck", str(spec), "--layer", "ip", "--dtype", "float32")
+    assert r.exit_code == 0 and len(r.output.splitlines()) == 3
+    # a deliberately wrong backward is caught and the exit code says so
+    from netspec.layers.neuron import ReLU
+    original = ReLU.backward
+    ReLU.backward = lambda self, top, prop, bottom: bottom[0].diff.__setitem__(..., top[0].diff)
+    try:
+        r = invoke("gradcheck", str(spec), "--layer", "relu")
+    finally:
+        ReLU.backward = original
+    assert r.exit_code == 1 and "too large" in r.output
+    assert invoke("gradcheck", str(spec), "--layer", "nope").exit_code == 1

@@ -58,3 +58,17 @@ def test_split_copies_and_sums_gradients():
     for t in top:
         np.testing.assert_array_equal(t.data, x)
     assert_gradients('type: "Split"', x, ntop=3)
+
+
+def test_softmax_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(4).normal(size=(2, 3, 4))
+    layer, bottom, top = run('type: "Softmax" softmax_param { axis: 1 }', x)
+    dy = np.random.default_rng(5).normal(size=x.shape)
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.softmax(xt, dim=1)
+    yt.backward(torch.tensor(dy))
+    np.testing.assert_allclose(top[0].data, yt.detach().numpy(), atol=1e-14)
+    np.testing.assert_allclose(bottom[0].diff, xt.grad.numpy(), atol=1e-14)
