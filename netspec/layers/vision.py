@@ -80,16 +80,23 @@ class Convolution(Layer):
             raise LayerSetupError(f"input channels ({channels}) must be divisible by group "
                                   f"({p.group})", field="group")
         if not self.blobs:
-            self.add_param((p.num_output, channels // p.group, *p.kernel), p.weight_filler)
+            self.add_param(self.weight_shape(channels), p.weight_filler)
             if p.bias_term:
                 self.add_param((p.num_output,), p.bias_filler)
+
+    def weight_shape(self, channels: int) -> tuple[int, ...]:
+        p = self.p
+        return (p.num_output, channels // p.group, *p.kernel)
+
+    def check_weights(self, channels: int) -> None:
+        expected = self.weight_shape(channels)
+        if self.blobs[0].shape != expected:
+            raise LayerSetupError(f"weights have shape {self.blobs[0].shape}, input needs {expected}")
 
     def reshape(self, bottom, top):
         p = self.p
         n, c, h, w = bottom[0].shape
-        expected = (p.num_output, c // p.group, *p.kernel)
-        if self.blobs[0].shape != expected:
-            raise LayerSetupError(f"weights have shape {self.blobs[0].shape}, input needs {expected}")
+        self.check_weights(c)
         oh = conv_out_size(h, p.kernel[0], p.strides[0], p.pads[0], p.dilations[0])
         ow = conv_out_size(w, p.kernel[1], p.strides[1], p.pads[1], p.dilations[1])
         if oh < 1 or ow < 1:
@@ -147,26 +154,14 @@ class Deconvolution(Convolution):
     (GEMM then col2im); backward is a convolution (im2col then GEMM)."""
     summary = "transposed convolution (same parameters as Convolution)"
 
-    def layer_setup(self, bottom, top):
+    def weight_shape(self, channels: int) -> tuple[int, ...]:
         p = self.p
-        if p.axis not in (1, -3) or bottom[0].data.ndim != 4:
-            raise LayerSetupError(f"needs a 4-d (N, C, H, W) input with channels on axis 1, "
-                                  f"got shape {bottom[0].shape}")
-        channels = bottom[0].shape[1]
-        if channels % p.group:
-            raise LayerSetupError(f"input channels ({channels}) must be divisible by group "
-                                  f"({p.group})", field="group")
-        if not self.blobs:
-            self.add_param((channels, p.num_output // p.group, *p.kernel), p.weight_filler)
-            if p.bias_term:
-                self.add_param((p.num_output,), p.bias_filler)
+        return (channels, p.num_output // p.group, *p.kernel)
 
     def reshape(self, bottom, top):
         p = self.p
         n, c, h, w = bottom[0].shape
-        expected = (c, p.num_output // p.group, *p.kernel)
-        if self.blobs[0].shape != expected:
-            raise LayerSetupError(f"weights have shape {self.blobs[0].shape}, input needs {expected}")
+        self.check_weights(c)
         out = [s * (i - 1) + d * (k - 1) + 1 - 2 * pad for i, s, d, k, pad in
                zip((h, w), p.strides, p.dilations, p.kernel, p.pads)]
         if min(out) < 1:
