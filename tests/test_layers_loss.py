@@ -181,3 +181,30 @@ def test_contrastive_loss(legacy):
     assert float(top[0].data) == pytest.approx(np.where(y == 1, d2, far).sum() / 12)
     # Caffe's gradient divides by (d + 1e-4) instead of d: a ~1e-4 relative difference
     assert_gradients(text, a, b, y, check_bottom=[0, 1], threshold=1e-3)
+
+
+LOSS_CASES = {
+    "EuclideanLoss": ([A, B], [0, 1]),
+    "SigmoidCrossEntropyLoss": ([A, (B > 0) * 1.0], [0]),
+    "HingeLoss": ([A[:, :, 0], np.array([0, 2, 1, 1])], [0]),
+    "MultinomialLogisticLoss": ([np.abs(A[:, :, 0]) + 0.1, np.array([0, 2, 1, 1])], [0]),
+    "InfogainLoss": ([A[:, :, 0], np.array([0, 2, 1, 1]), np.eye(3) + 0.5], [0]),
+    "ContrastiveLoss": ([A[:, :, 0], B[:, :, 0], np.array([1, 0, 0, 1])], [0, 1]),
+    "SoftmaxWithLoss": ([A[:, :, 0], np.array([0, 2, 1, 1])], [0]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LOSS_CASES))
+def test_every_loss_honours_normalization_and_loss_weight(kind):
+    arrays, down = LOSS_CASES[kind]
+    none = run(f'type: "{kind}" loss_param {{ normalization: NONE }}', *arrays)
+    batch = run(f'type: "{kind}" loss_param {{ normalization: BATCH_SIZE }}', *arrays)
+    assert float(none[2][0].data) == pytest.approx(4 * float(batch[2][0].data), rel=1e-12)
+    # backward scales by the top diff, which the net sets to the loss_weight
+    grads = []
+    for weight in (1.0, 2.5):
+        layer, bottom, top = run(f'type: "{kind}"', *arrays)
+        top[0].diff[...] = weight
+        layer.backward(top, [i in down for i in range(len(bottom))], bottom)
+        grads.append(bottom[0].diff.copy())
+    np.testing.assert_allclose(grads[1], 2.5 * grads[0], rtol=1e-12)

@@ -171,6 +171,20 @@ def normaliser(mode: str, outer: int, inner: int, valid: int) -> float:
     return max(1.0, float(value))
 
 
+def spec_normaliser(spec: pb.LayerParameter, outer: int, inner: int, valid: int | None = None,
+                    default: str = "BATCH_SIZE") -> float:
+    """The normaliser a layer's loss_param asks for; `default` when it names none (Caffe's
+    Euclidean, Hinge, MultinomialLogistic and Contrastive losses divide by the batch size)."""
+    lp = spec.loss_param
+    if lp.HasField("normalization"):
+        mode = pb.LossParameter.NormalizationMode.Name(lp.normalization)
+    elif lp.HasField("normalize"):
+        mode = "VALID" if lp.normalize else "BATCH_SIZE"
+    else:
+        mode = default
+    return normaliser(mode, outer, inner, outer * inner if valid is None else valid)
+
+
 class LossView(ParamView):
     loss_param: pb.LossParameter
     ignore_label: int | None = None
@@ -198,16 +212,18 @@ class PairLoss(Layer):
             raise LayerSetupError(f"bottoms must hold the same number of values: "
                                   f"{bottom[0].shape} vs {bottom[1].shape}")
         top[0].reshape(())
+        outer = bottom[0].shape[0] if bottom[0].shape else 1
+        self.n = spec_normaliser(self.spec, outer, bottom[0].count // max(outer, 1))
 
 
 @register_layer("EuclideanLoss")
 class EuclideanLoss(PairLoss):
-    """sum((a - b)^2) / (2 N), N = the first axis; gradients +-(a - b) / N to both bottoms."""
+    """sum((a - b)^2) / (2 N), N = the first axis (or loss_param's normalization);
+    gradients +-(a - b) / N to both bottoms."""
     summary = "sum of squared differences / 2N"
 
     def forward(self, bottom, top):
         self.d = bottom[0].data - bottom[1].data.reshape(bottom[0].shape)
-        self.n = bottom[0].shape[0] if bottom[0].shape else 1
         top[0].data[...] = (self.d * self.d).sum() / (2 * self.n)
 
     def backward(self, top, propagate_down, bottom):
@@ -269,6 +285,7 @@ class HingeLoss(Layer):
             raise LayerSetupError(f"needs one label per item: {n} items, {bottom[1].count} "
                                   f"labels")
         top[0].reshape(())
+        self.n = spec_normaliser(self.spec, n, bottom[0].count // n)
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(bottom[0].shape[0], -1)
@@ -277,12 +294,12 @@ class HingeLoss(Layer):
         self.sign = sign
         self.margin = np.maximum(0, 1 + sign * x)
         m = self.margin if self.p.norm == "L1" else self.margin ** 2
-        top[0].data[...] = m.sum() / len(x)
+        top[0].data[...] = m.sum() / self.n
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        scale = top[0].diff.flat[0] / len(self.margin)
+        scale = top[0].diff.flat[0] / self.n
         grad = (self.margin > 0) if self.p.norm == "L1" else 2 * self.margin
         bottom[0].diff[...] = (grad * self.sign * scale).reshape(bottom[0].shape)
 
@@ -301,20 +318,22 @@ class MultinomialLogisticLoss(Layer):
         return bottom_index == 0
 
     def reshape(self, bottom, top):
-        if bottom[1].count != bottom[0].shape[0]:
+        n = bottom[0].shape[0]
+        if bottom[1].count != n:
             raise LayerSetupError("needs one label per item")
         top[0].reshape(())
+        self.n = spec_normaliser(self.spec, n, 1)
 
     def forward(self, bottom, top):
         p = bottom[0].data.reshape(bottom[0].shape[0], -1)
         self.idx = (np.arange(len(p)), bottom[1].data.ravel().astype(np.int64))
         self.picked = np.maximum(p[self.idx], LOG_THRESHOLD)
-        top[0].data[...] = -np.log(self.picked).sum() / len(p)
+        top[0].data[...] = -np.log(self.picked).sum() / self.n
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             grad = np.zeros((bottom[0].shape[0], bottom[0].count // bottom[0].shape[0]))
-            grad[self.idx] = -top[0].diff.flat[0] / self.picked / len(grad)
+            grad[self.idx] = -top[0].diff.flat[0] / self.picked / self.n
             bottom[0].diff[...] = grad.reshape(bottom[0].shape)
 
 
@@ -405,6 +424,7 @@ class ContrastiveLoss(Layer):
             raise LayerSetupError(f"needs a, b of one shape and one similarity per pair: "
                                   f"{bottom[0].shape}, {bottom[1].shape}, {bottom[2].shape}")
         top[0].reshape(())
+        self.n = spec_normaliser(self.spec, bottom[0].shape[0], 1)
 
     def forward(self, bottom, top):
         n = bottom[0].shape[0]
@@ -416,11 +436,10 @@ class ContrastiveLoss(Layer):
             dissimilar = np.maximum(m - self.dist_sq, 0)
         else:
             dissimilar = np.maximum(m - np.sqrt(self.dist_sq), 0) ** 2
-        top[0].data[...] = np.where(self.sim, self.dist_sq, dissimilar).sum() / (2 * n)
+        top[0].data[...] = np.where(self.sim, self.dist_sq, dissimilar).sum() / (2 * self.n)
 
     def backward(self, top, propagate_down, bottom):
-        n = len(self.diff)
-        scale = top[0].diff.flat[0] / n
+        scale = top[0].diff.flat[0] / self.n
         m = self.p.margin
         if self.p.legacy_version:
             coef = -(m - self.dist_sq > 0).astype(float)
