@@ -54,9 +54,9 @@ def main_options(
     _debug = debug
 
 
-def _setup_logging(log_file: Optional[str]) -> None:
+def _setup_logging(log_file: Optional[str], console_level: int = logging.INFO) -> None:
     from .log import configure
-    configure(logging.INFO, sys.stdout, log_file)
+    configure(logging.INFO, sys.stdout, log_file, console_level)
 
 
 def _is_net_spec(path: str) -> bool:
@@ -88,6 +88,10 @@ def train(
         sighup_effect: str = typer.Option(
             "snapshot", "--sighup-effect", "--sighup_effect",
             help="On SIGHUP: snapshot (and go on), stop, or none."),
+        log_format: str = typer.Option(
+            "auto", "--log-format",
+            help="auto (a progress bar on a terminal, Caffe's log lines otherwise), rich or "
+                 "caffe."),
 ):
     """Train a net: Caffe's `caffe train --solver=... [--snapshot=...|--weights=...]`."""
     from .log import logger
@@ -97,7 +101,10 @@ def train(
         raise NetspecError("give a solver file: netspec train SOLVER.prototxt (or --solver)")
     if snapshot and weights:
         raise NetspecError("give --snapshot (resume) or --weights (fine-tune), not both")
-    _setup_logging(log_file)
+    if log_format not in ("auto", "rich", "caffe"):
+        raise NetspecError(f"--log-format must be auto, rich or caffe, got {log_format!r}")
+    rich = log_format == "rich" or (log_format == "auto" and sys.stdout.isatty())
+    _setup_logging(log_file, logging.WARNING if rich else logging.INFO)
     spec = path
     if _is_net_spec(path):
         spec = default_solver(path)
@@ -112,7 +119,13 @@ def train(
         raise NetspecError(str(e)) from None
     with actions:
         s.action_request = actions
-        s.solve(snapshot)
+        if rich:
+            from .progress import RichProgress
+            with RichProgress(s.param.max_iter) as progress:
+                s.observers.append(progress)
+                s.solve(snapshot)
+        else:
+            s.solve(snapshot)
 
 
 @app.command()
@@ -148,6 +161,104 @@ def test(
         for v in sums[name] / iterations:
             extra = f" (* {fmt(weight)} = {fmt(weight * v)} loss)" if weight else ""
             logger.info("%s = %s%s", name, fmt(v), extra)
+
+
+@app.command()
+@friendly
+def info(
+        spec: str = typer.Argument(..., metavar="SPEC", help="Net prototxt."),
+        phase: str = typer.Option("TEST", "--phase", help="TRAIN or TEST."),
+):
+    """The layers in execution order: types, bottoms -> tops, top shapes, parameters and
+    multiply-adds per forward pass, with totals. Works on deploy nets with no data."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .info import blob_bytes, describe, human
+    from .net import TEST, TRAIN, Net
+    if phase.upper() not in ("TRAIN", "TEST"):
+        raise NetspecError(f"--phase must be TRAIN or TEST, got {phase!r}")
+    net = Net(spec, TRAIN if phase.upper() == "TRAIN" else TEST)
+    rows = describe(net)
+    table = Table(title=f"{net.name or spec} ({phase.upper()})", title_justify="left")
+    for column, justify in (("layer", "left"), ("type", "left"), ("bottoms -> tops", "left"),
+                            ("top shapes", "left"), ("params", "right"),
+                            ("mult-adds", "right")):
+        table.add_column(column, justify=justify)
+    for r in rows:
+        shapes = " ".join("x".join(map(str, s)) or "scalar" for s in r.top_shapes)
+        table.add_row(r.name, r.type, f"{', '.join(r.bottoms) or '-'} -> {', '.join(r.tops) or '-'}",
+                      shapes, f"{r.params:,}" if r.params else "", human(r.macs) if r.macs else "")
+    total_params = sum(b.count for b in {id(p.blob): p.blob for p in net.learnable_params}.values())
+    table.add_row("total", "", "", "", f"{total_params:,}", human(sum(r.macs for r in rows)),
+                  style="bold")
+    console = Console(width=max(120, Console().width))
+    console.print(table)
+    console.print(f"{len(rows)} layers, {total_params:,} parameters "
+                  f"({human(total_params * net.dtype.itemsize, 'B')}), blobs "
+                  f"{human(blob_bytes(net), 'B')} (data + diff), outputs: "
+                  f"{', '.join(net.outputs)}")
+
+
+@app.command()
+@friendly
+def draw(
+        spec: str = typer.Argument(..., metavar="SPEC", help="Net prototxt."),
+        output: str = typer.Option(..., "-o", "--output", help="net.png, .svg, .pdf or .dot"),
+        rankdir: str = typer.Option("LR", "--rankdir", help="LR (left to right) or TB."),
+        phase: str = typer.Option("TRAIN", "--phase", help="TRAIN or TEST."),
+):
+    """Draw the net as Caffe's draw_net.py does (Graphviz; .dot needs no Graphviz)."""
+    from .draw import configured_layers, render, to_dot
+    from .net import TEST, TRAIN
+    if rankdir.upper() not in ("LR", "TB", "RL", "BT"):
+        raise NetspecError(f"--rankdir must be LR, TB, RL or BT, got {rankdir!r}")
+    if phase.upper() not in ("TRAIN", "TEST"):
+        raise NetspecError(f"--phase must be TRAIN or TEST, got {phase!r}")
+    name, layers = configured_layers(spec, TRAIN if phase.upper() == "TRAIN" else TEST)
+    try:
+        render(to_dot(name, layers, rankdir.upper()), output)
+    except (RuntimeError, ValueError) as e:
+        raise NetspecError(f"cannot draw to {output}: {e}") from None
+    typer.echo(f"Drew {name or spec} ({len(layers)} layers) to {output}")
+
+
+@app.command("parse-log")
+@friendly
+def parse_log_(
+        log: str = typer.Argument(..., help="A netspec or Caffe training log."),
+        output_dir: str = typer.Argument(".", help="Where to write LOG.train and LOG.test."),
+):
+    """Write the train and test tables of a log as CSV, as Caffe's parse_log.py does."""
+    from .logparse import write_tables
+    _need_file(log)
+    for path in write_tables(log, output_dir):
+        typer.echo(f"Wrote {path}")
+
+
+@app.command()
+@friendly
+def plot(
+        log: str = typer.Argument(..., help="A netspec or Caffe training log."),
+        output: str = typer.Option("curves.png", "-o", "--output", help="Image to write."),
+):
+    """Plot training loss and test outputs against iteration (matplotlib)."""
+    from .logparse import parse_log, plot as draw_curves
+    _need_file(log)
+    train, test = parse_log(log)
+    if not train and not test:
+        raise NetspecError(f"{log}: no training or test output lines found (is it a Caffe or "
+                           f"netspec training log?)")
+    try:
+        draw_curves(log, output)
+    except ImportError:
+        raise NetspecError("netspec plot needs matplotlib: pip install 'netspec[tools]'") from None
+    typer.echo(f"Plotted {len(train)} train and {len(test)} test points to {output}")
+
+
+def _need_file(path: str) -> None:
+    if not Path(path).is_file():
+        raise NetspecError(f"{path}: file not found")
 
 
 @app.command("time")

@@ -19,12 +19,16 @@ class GlogFormatter(logging.Formatter):
                 f"{record.module}.py:{record.lineno}] {record.getMessage()}")
 
 
-def configure(level: int = logging.INFO, stream=None, log_file: str | None = None) -> None:
-    """Send netspec's log lines to `stream` (stdout by default) and optionally to a file."""
+def configure(level: int = logging.INFO, stream=None, log_file: str | None = None,
+              stream_level: int | None = None) -> None:
+    """Send netspec's log lines to `stream` (stdout by default; only from `stream_level` up,
+    when a progress bar shows the rest) and, all of them, to `log_file`."""
     logger.handlers.clear()
     logger.setLevel(level)
     logger.propagate = False
-    handlers = [logging.StreamHandler(stream or sys.stdout)]
+    console = logging.StreamHandler(stream or sys.stdout)
+    console.setLevel(stream_level or level)
+    handlers = [console]
     if log_file:
         handlers.append(logging.FileHandler(log_file))
     for h in handlers:

@@ -253,3 +253,13 @@ def test_gradcheck_rows_and_exit_codes(tmp_path):
         ReLU.backward = original
     assert r.exit_code == 1 and "too large" in r.output
     assert invoke("gradcheck", str(spec), "--layer", "nope").exit_code == 1
+
+
+def test_rich_progress_and_caffe_lines_in_the_log_file(project):
+    r = invoke("train", "solver.prototxt", "--log-format", "rich", "--log", "train.log")
+    assert r.exit_code == 0, r.output
+    assert "Iteration      8/8" in r.output and "test net #0" in r.output
+    assert "accuracy" in r.output and "Train net output" not in r.output
+    log = (project / "train.log").read_text()
+    assert "    Train net output #0: loss = " in log and "Optimization Done." in log
+    assert invoke("train", "solver.prototxt", "--log-format", "fancy").exit_code == 1

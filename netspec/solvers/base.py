@@ -68,6 +68,10 @@ class Solver:
         self.requested_stop = False
         #: called after every iteration; returns "stop", "snapshot" or "none" (signals.py)
         self.action_request = lambda: "none"
+        #: objects told of progress: on_iteration(solver), on_test(solver, index, means),
+        #: on_snapshot(solver, model_path, state_path)
+        self.observers: list = []
+        self.last_rate = 0.0
         if weights:
             for w in str(weights).split(","):
                 ignored = self.net.copy_from(w)
@@ -154,6 +158,8 @@ class Solver:
                 self._log_outputs(self.net, "Train", lambda name: self.net.blobs[name].data)
             self.apply_update(display)
             self.iter += 1
+            for o in self.observers:
+                o.on_iteration(self)
             request = self.action_request()
             if (p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot":
                 self.snapshot()
@@ -197,6 +203,8 @@ class Solver:
                 sums[name] = sums[name] + net.blobs[name].data.astype(np.float64)
         means = {name: np.asarray(s) / n for name, s in sums.items()}
         self._log_outputs(net, "Test", lambda name: means[name])
+        for o in self.observers:
+            o.on_test(self, i, means)
         return means
 
     # -- the update ------------------------------------------------------------------------------
@@ -205,7 +213,7 @@ class Solver:
         return rate
 
     def apply_update(self, display: bool = False) -> None:
-        rate = self.rate()
+        rate = self.last_rate = self.rate()
         if display:
             logger.info("Iteration %d, lr = %s", self.iter, fmt(rate))
         self.clip_gradients()
@@ -260,6 +268,8 @@ class Solver:
         logger.info("Snapshotting solver state to %s file %s", kind, state_path)
         write_solverstate(state_path, self.iter, model_path, self.history, self.current_step,
                           self._extra_state())
+        for o in self.observers:
+            o.on_snapshot(self, model_path, state_path)
         return model_path, state_path
 
     def _extra_state(self) -> dict:
