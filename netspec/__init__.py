@@ -1,5 +1,7 @@
 """netspec: Caffe's declarative deep-learning workflow in Python, with a pycaffe-shaped API."""
+from . import layers, params
 from .blob import Blob
+from .dsl import NetSpec
 from .errors import DataError, NetspecError, SpecError, WeightsError
 from .layers import Layer
 from .net import TEST, TRAIN, Net
@@ -10,7 +12,7 @@ __version__ = "0.1.0"
 _SOLVER_NAMES = ("get_solver", "Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver",
                  "RMSPropSolver", "AdaDeltaSolver", "AdamSolver")
 
-__all__ = ["Blob", "Layer", "Net", "TRAIN", "TEST", "register_layer", "layer_types",
+__all__ = ["Blob", "Layer", "Net", "NetSpec", "layers", "params", "TRAIN", "TEST", "register_layer", "layer_types",
            "NetspecError", "SpecError", "DataError", "WeightsError", *_SOLVER_NAMES]
 
 

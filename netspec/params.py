@@ -80,3 +80,11 @@ def spatial_pair(name: str, values: list[int], h: int, w: int, has_hw: bool,
     raise ValueError(f"{name} takes 1 or 2 values for 2-D data, got {len(values)}")
 
 
+
+
+def __getattr__(name: str):
+    """`from netspec import params as P; P.Pooling.MAX`: enum values, as pycaffe's params."""
+    if name[:1].isupper():
+        from .dsl import EnumNamespace
+        return EnumNamespace(name)
+    raise AttributeError(name)
