@@ -15,7 +15,11 @@ test: install-test data/mnist/.ready  ## install test extras, run the whole suit
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[tools]'
+	@command -v dot >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  { apt-get install -y -q graphviz >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q graphviz >/dev/null; }; }; } || \
+	  echo "note: Graphviz's dot is not installed: netspec draw can still write .dot files"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

@@ -263,3 +263,50 @@ def test_rich_progress_and_caffe_lines_in_the_log_file(project):
     log = (project / "train.log").read_text()
     assert "    Train net output #0: loss = " in log and "Optimization Done." in log
     assert invoke("train", "solver.prototxt", "--log-format", "fancy").exit_code == 1
+
+
+def test_info_table_and_totals():
+    r = invoke("info", str(ROOT / "models" / "lenet" / "lenet.prototxt"))
+    assert r.exit_code == 0, r.output
+    assert "64x20x24x24" in r.output and "18.4M" in r.output  # conv1: 64*20*24*24*25 MACs
+    assert "431,080 parameters" in r.output and "outputs: prob" in r.output
+    r = invoke("info", "missing.prototxt")
+    assert r.exit_code == 1 and "error: missing.prototxt: file not found" in r.output
+
+
+def test_draw_dot_png_and_errors(project):
+    lenet = str(ROOT / "models" / "lenet" / "lenet_train_test.prototxt")  # no data needed
+    r = invoke("draw", lenet, "-o", "lenet.dot", "--rankdir", "TB")
+    assert r.exit_code == 0, r.output
+    dot = (project / "lenet.dot").read_text()
+    assert "rankdir=TB" in dot and "shape=octagon" in dot
+    assert 'label="ip1\\n(InnerProduct)\\nnum output: 500\\n+ relu1 (ReLU)"' in dot
+    assert '"blob_label" -> layer' in dot
+    import shutil
+    if shutil.which("dot"):
+        r = invoke("draw", lenet, "-o", "lenet.png", "--phase", "TEST")
+        assert r.exit_code == 0, r.output
+        assert (project / "lenet.png").read_bytes()[:4] == b"\x89PNG"
+    r = invoke("draw", lenet, "-o", "x.dot", "--rankdir", "UP")
+    assert r.exit_code == 1 and "--rankdir must be" in r.output
+    r = invoke("draw", "net.prototxt".replace("net", "nope"), "-o", "x.dot")
+    assert r.exit_code == 1
+
+
+def test_parse_log_and_plot_on_a_real_run(project):
+    assert invoke("train", "solver.prototxt", "--log", "run.log").exit_code == 0
+    r = invoke("parse-log", "run.log", "tables")
+    assert r.exit_code == 0, r.output
+    train = (project / "tables" / "run.log.train").read_text().splitlines()
+    test = (project / "tables" / "run.log.test").read_text().splitlines()
+    assert train[0] == "NumIters,Seconds,LearningRate,loss"
+    assert [l.split(",")[0] for l in train[1:]] == ["0", "2", "4", "6"]
+    assert test[0] == "NumIters,Seconds,LearningRate,accuracy,loss"
+    assert [l.split(",")[0] for l in test[1:]] == ["0", "4", "8"]
+    assert train[2].split(",")[2] == "0.0499925"  # lr logged at iteration 2
+    r = invoke("plot", "run.log", "-o", "curves.png")
+    assert r.exit_code == 0 and (project / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    (project / "empty.log").write_text("nothing here\n")
+    r = invoke("plot", "empty.log")
+    assert r.exit_code == 1 and "no training or test output lines" in r.output
+    assert invoke("parse-log", "nope.log").exit_code == 1
