@@ -76,3 +76,10 @@ def mnist_dir():
 def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def data(tmp_path):
+    """A 24-image LMDB in tmp_path: (folder, images scaled to [0, 1), labels)."""
+    from solver_helpers import make_data
+    return make_data(tmp_path)

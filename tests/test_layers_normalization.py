@@ -4,7 +4,6 @@ import pytest
 
 from conftest import assert_gradients, blobs, make_layer, run
 from netspec import Net, TEST, TRAIN, SpecError
-from netspec.blob import Blob
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(4, 3, 5, 4)) * 2 + 1

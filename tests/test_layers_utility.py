@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import assert_gradients, distinct, make_layer, run
+from conftest import assert_gradients, distinct, run
 from netspec.layers import LayerSetupError
 
 RNG = np.random.default_rng(0)

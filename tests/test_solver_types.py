@@ -11,7 +11,7 @@ import pytest
 from netspec import get_solver
 from netspec.signals import SignalActions
 from netspec.solvers import SOLVERS
-from test_solver import data, write_solver  # noqa: F401  (the fixture and the spec writer)
+from solver_helpers import write_solver
 
 f32 = lambda v: float(np.float32(v))  # noqa: E731  SolverParameter stores floats
 LR, MOMENTUM, DECAY, DELTA = f32(0.1), f32(0.9), f32(0.01), f32(1e-8)
