@@ -20,7 +20,7 @@ import numpy as np
 from .blob import Blob, proto_array
 from .errors import WeightsError
 from .proto import netspec_pb2 as pb
-from .spec import read_binary, resolve_path, write_binary
+from .spec import default_mode, read_binary, resolve_path, write_binary
 
 
 def snapshot_paths(prefix: str, iteration: int, hdf5: bool = False) -> tuple[str, str]:
@@ -47,6 +47,7 @@ def _atomic_h5(path: str):
     try:
         with h5py.File(tmp, "w") as f:
             yield f
+        os.chmod(tmp, default_mode(path))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

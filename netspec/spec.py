@@ -174,6 +174,17 @@ def read_binary(path: str | os.PathLike, message: pb_message.Message) -> pb_mess
     return message
 
 
+def default_mode(path: str) -> int:
+    """Permissions for a file about to replace `path`: its current ones, else 0666 & ~umask
+    (mkstemp's own 0600 would make snapshots private)."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     """Write to a temporary file beside `path`, fsync, then rename: never a half-written file."""
     path = os.fspath(path)
@@ -185,6 +196,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_mode(path))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -93,3 +93,14 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
         os.fsync = real
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["x.bin"]
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    path = tmp_path / "new.bin"
+    write_atomic(path, b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    os.chmod(path, 0o640)
+    write_atomic(path, b"y")
+    assert path.stat().st_mode & 0o777 == 0o640
