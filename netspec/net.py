@@ -230,7 +230,10 @@ class Net:
         loss = 0.0
         for i in range(start, end + 1):
             layer, tops = self.layers[i], self.top_ids[i]
-            layer.forward(self.bottom_ids[i], tops)
+            try:
+                layer.forward(self.bottom_ids[i], tops)
+            except LayerSetupError as e:  # bad data met at run time, e.g. a label too large
+                raise self._error(i, str(e), e.field) from None
             for w, top in zip(self.loss_weights[i], tops):
                 if w:
                     loss += w * float(top.data.sum())

