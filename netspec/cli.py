@@ -261,6 +261,26 @@ def _need_file(path: str) -> None:
         raise NetspecError(f"{path}: file not found")
 
 
+@app.command()
+@friendly
+def upgrade(
+        spec: str = typer.Argument(..., metavar="OLD", help="A V0 / V1 (or current) net spec."),
+        output: Optional[str] = typer.Option(None, "-o", "--output",
+                                             help="Write here (default: print)."),
+):
+    """Rewrite an old-format net in today's format (Caffe's upgrade_net_proto_text)."""
+    from .spec import read_net, to_text, write_atomic
+    from .upgrade import upgrade_net
+    param, source = read_net(spec)
+    new, _ = upgrade_net(param, source)
+    text = to_text(new)
+    if output:
+        write_atomic(output, text)
+        typer.echo(f"Wrote {output} ({len(new.layer)} layers)")
+    else:
+        typer.echo(text, nl=False)
+
+
 @app.command("time")
 @friendly
 def time_(

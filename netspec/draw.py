@@ -38,13 +38,13 @@ def _label(lines: list[str]) -> str:
 
 def configured_layers(spec, phase: int) -> tuple[str, list]:
     """(net name, [layer objects]) for one phase: validated parameters, no setup, no data."""
-    from .graph import filter_net, upgrade_inputs
+    from .graph import filter_net
     from .proto import netspec_pb2 as pb
     from .registry import get_layer_class
     from .spec import read_net
+    from .upgrade import upgrade_net
     param, source = read_net(spec)
-    param, added = upgrade_inputs(param)
-    origin = [None] * added + list(range(len(param.layer) - added))
+    param, origin = upgrade_net(param, source)
     param, kept = filter_net(param, pb.NetState(phase=phase), source, origin)
     layers = []
     for k, lp in zip(kept, param.layer):

@@ -8,12 +8,14 @@ import numpy as np
 
 from .blob import Blob, proto_array
 from .errors import DataError, SpecError, WeightsError
-from .graph import filter_net, insert_splits, upgrade_inputs
+from .graph import filter_net, insert_splits
+from .log import logger
 from .layers.base import Layer, LayerSetupError
 from .proto import netspec_pb2 as pb
 from .registry import get_layer_class
 from .snapshot import is_hdf5, read_weights_h5, write_weights_h5
 from .spec import read_binary, read_net, write_binary
+from .upgrade import upgrade_net
 
 TRAIN, TEST = pb.TRAIN, pb.TEST
 
@@ -44,17 +46,16 @@ class Net:
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         param, self.source = read_net(model)
         if param.layers:
-            raise self.source.error("this is a V1 net (`layers { ... }` with enum types); "
-                                    "the V1 upgrade is not available yet: rename to `layer` "
-                                    "with string types")
+            logger.warning("%s uses Caffe's deprecated V1/V0 layer format: upgraded on load "
+                           "(`netspec upgrade` writes the current format)",
+                           self.source.file or "the net")
         self.name = param.name
         state = pb.NetState()
         state.CopyFrom(param.state)
         state.phase = self.phase
         state.level = level or state.level
         state.stage.extend(s for s in stages if s not in state.stage)
-        param, added_input = upgrade_inputs(param)
-        origin = [None] * added_input + list(range(len(param.layer) - added_input))
+        param, origin = upgrade_net(param, self.source)
         param, kept = filter_net(param, state, self.source, origin)
         param, self._origin = insert_splits(param, [origin[k] for k in kept], self.source)
         self.param = param
