@@ -47,21 +47,28 @@ class DatumReader:
             d.ParseFromString(txn.get(self.keys[index]))
             return d
 
-    def batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
-        """(images (N, C, H, W) as float64 or uint8, labels (N,)) for the given positions."""
+    def batch(self, indices, color: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(images (N, C, H, W) uint8 or float32, labels (N,)) for the given positions;
+        `color` forces encoded images to 3 (True) or 1 (False) channels."""
         images, labels = [], []
         with self.env.begin(buffers=False) as txn:
             for i in indices:
                 d = pb.Datum()
                 d.ParseFromString(txn.get(self.keys[i]))
-                images.append(datum_to_array(d, self.path))
+                images.append(datum_to_array(d, self.path, color))
                 labels.append(d.label)
+        shapes = {im.shape for im in images}
+        if len(shapes) > 1:
+            raise DataError(f"{self.path}: records of different shapes {sorted(shapes)} in one "
+                            f"batch (resize them when converting, or crop)")
         return np.stack(images), np.asarray(labels)
 
 
-def datum_to_array(d: pb.Datum, where: str = "datum") -> np.ndarray:
+def datum_to_array(d: pb.Datum, where: str = "datum", color: bool | None = None) -> np.ndarray:
+    """A Datum's image as (C, H, W): raw bytes, float_data, or an encoded JPEG/PNG (BGR)."""
     if d.encoded:
-        raise DataError(f"{where}: encoded (JPEG/PNG) Datum records are not supported yet")
+        from .images import decode
+        return decode(d.data, color, where)
     shape = (d.channels, d.height, d.width)
     if d.data:
         return np.frombuffer(d.data, dtype=np.uint8).reshape(shape)

@@ -290,6 +290,14 @@ class Net:
         for i, layer in enumerate(self.layers):
             layer.reshape(self.bottom_ids[i], self.top_ids[i])
 
+    def set_input_arrays(self, data, labels, layer: str | None = None) -> None:
+        """pycaffe: hand arrays to a MemoryData layer (the first one, or the named one)."""
+        targets = [l for l in self.layers if l.type == "MemoryData" and layer in (None, l.name)]
+        if not targets:
+            raise ValueError("this net has no MemoryData layer" + (f" named {layer!r}" if layer
+                                                                   else ""))
+        targets[0].reset(data, labels)
+
     def clear_param_diffs(self) -> None:
         for p in self.learnable_params:
             p.blob.diff[...] = 0

@@ -1,5 +1,5 @@
 """Built-in layer families; importing this package registers them all."""
-from . import common, data, loss, neuron, normalization, python, utility, vision  # noqa: F401
+from . import common, data, files, loss, neuron, normalization, python, utility, vision  # noqa: F401
 from .base import Layer, LayerSetupError  # noqa: F401
 
 

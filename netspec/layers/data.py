@@ -1,17 +1,20 @@
-"""Layers that bring data into the net: Input (fed by the caller) and Data (an LMDB of Datum
-records, read in order; its position is part of a snapshot, so resumed training is exact)."""
+"""Layers that bring data into the net: Input (fed by the caller), Data (an LMDB of Datum
+records, read in order; its position is part of a snapshot, so resumed training is exact),
+DummyData and MemoryData. File-based ones (HDF5Data, ImageData) are in files.py."""
 from __future__ import annotations
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..blob import proto_array
+from concurrent.futures import ThreadPoolExecutor
+
 from ..db import DatumReader
-from ..params import ParamView, build_view
+from ..fillers import fill
+from ..params import ParamView
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
-from ..spec import read_binary
 from .base import Layer, LayerSetupError
+from .transform import make_transformer
 
 
 class InputView(ParamView):
@@ -43,73 +46,6 @@ class Input(Layer):
         pass
 
 
-class TransformView(ParamView):
-    scale: float = 1.0
-    mirror: bool = False
-    crop_size: int = Field(0, ge=0)
-    mean_file: str = ""
-    mean_value: list[float] = []
-    force_color: bool = False
-    force_gray: bool = False
-
-    @model_validator(mode="after")
-    def _one_mean(self):
-        if self.mean_file and self.mean_value:
-            raise ValueError("give mean_file or mean_value, not both")
-        if self.force_color or self.force_gray:
-            raise ValueError("force_color / force_gray apply to encoded images, not supported yet")
-        return self
-
-
-class DataTransformer:
-    """Caffe's DataTransformer on a batch: crop (random at TRAIN, centre at TEST), mirror
-    (random at TRAIN), then (x - mean) * scale."""
-
-    def __init__(self, view: TransformView, phase: int, rng: np.random.Generator, dtype):
-        self.p, self.phase, self.rng, self.dtype = view, phase, rng, dtype
-        self.mean = None
-        if view.mean_file:
-            self.mean = proto_array(read_binary(view.mean_file, pb.BlobProto), np.float64)[0]
-
-    def out_shape(self, c, h, w):
-        s = self.p.crop_size
-        if s and (s > h or s > w):
-            raise LayerSetupError(f"crop_size {s} is larger than the {h}x{w} images",
-                                  field="crop_size")
-        return (c, s, s) if s else (c, h, w)
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        x = images.astype(np.float64)
-        if self.mean is not None:
-            if self.mean.shape != x.shape[1:]:
-                raise LayerSetupError(f"mean_file shape {self.mean.shape} does not match the "
-                                      f"images {x.shape[1:]}", field="mean_file")
-            x -= self.mean
-        elif self.p.mean_value:
-            mv = np.asarray(self.p.mean_value)
-            if len(mv) not in (1, x.shape[1]):
-                raise LayerSetupError(f"mean_value needs 1 or {x.shape[1]} values",
-                                      field="mean_value")
-            x -= mv.reshape(1, -1, 1, 1) if len(mv) > 1 else mv[0]
-        n, _, h, w = x.shape
-        s = self.p.crop_size
-        if s:
-            if self.phase == 0:
-                hs = self.rng.integers(0, h - s + 1, size=n)
-                ws = self.rng.integers(0, w - s + 1, size=n)
-            else:
-                hs = np.full(n, (h - s) // 2)
-                ws = np.full(n, (w - s) // 2)
-            rows = (hs[:, None] + np.arange(s))[:, None, :, None]
-            cols = (ws[:, None] + np.arange(s))[:, None, None, :]
-            x = x[np.arange(n)[:, None, None, None], np.arange(x.shape[1])[None, :, None, None],
-                  rows, cols]
-        if self.p.mirror and self.phase == 0:
-            flip = self.rng.random(n) < 0.5
-            x[flip] = x[flip, :, :, ::-1]
-        return (x * self.p.scale).astype(self.dtype)
-
-
 class DataView(ParamView):
     source: str = Field(min_length=1)
     batch_size: int = Field(gt=0)
@@ -126,7 +62,10 @@ class DataView(ParamView):
 
 @register_layer("Data")
 class Data(Layer):
-    """Batches of Caffe Datum records from an LMDB, in key order, wrapping at the end."""
+    """Batches of Caffe Datum records (raw, float or encoded JPEG/PNG) from an LMDB, in key
+    order, wrapping at the end. A background thread reads and decodes the next batch while the
+    net runs; the transformation (random crop / mirror) stays in forward, so a run's random
+    stream, and exact resume, do not depend on thread timing."""
     param_field = "data_param"
     Params = DataView
     bottoms = (0, 0)
@@ -136,30 +75,141 @@ class Data(Layer):
 
     def layer_setup(self, bottom, top):
         self.reader = DatumReader(self.p.source)
-        try:
-            view = build_view(TransformView, self.spec.transform_param)
-        except ValueError as e:
-            raise LayerSetupError(str(e), field=getattr(e, "field", None)) from None
-        self.transform = DataTransformer(view, self.phase, self.rng, self.dtype)
+        self.transform = make_transformer(self)
         # Caffe skips a random number (< rand_skip) of records so parallel readers differ
         skip = int(self.rng.integers(0, self.p.rand_skip)) if self.p.rand_skip else 0
         self.position = skip % len(self.reader)
-        first = self.reader.datum(0)
-        self.item_shape = self.transform.out_shape(first.channels, first.height, first.width)
+        self.color = self.transform.p.color
+        first, _ = self.reader.batch([0], self.color)
+        self.item_shape = self.transform.out_shape(*first.shape[1:])
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prefetch-{self.name}")
+        self.pending = None
 
     def reshape(self, bottom, top):
         top[0].reshape(self.p.batch_size, *self.item_shape)
         if len(top) > 1:
             top[1].reshape(self.p.batch_size)
 
+    def _indices(self, position):
+        return (position + np.arange(self.p.batch_size)) % len(self.reader)
+
+    def _fetch(self, position):
+        return position, self.reader.batch(self._indices(position), self.color)
+
     def forward(self, bottom, top):
-        n = self.p.batch_size
-        indices = (self.position + np.arange(n)) % len(self.reader)
-        self.position = int((self.position + n) % len(self.reader))
-        images, labels = self.reader.batch(indices)
+        if self.pending is not None and self.pending.result()[0] == self.position:
+            _, (images, labels) = self.pending.result()
+        else:
+            _, (images, labels) = self._fetch(self.position)
+        self.position = int((self.position + self.p.batch_size) % len(self.reader))
+        self.pending = self.pool.submit(self._fetch, self.position)
         top[0].data[...] = self.transform(images)
         if len(top) > 1:
             top[1].data[...] = labels
+
+    def state(self) -> dict:
+        return {"position": self.position}
+
+    def set_state(self, state: dict) -> None:
+        self.position = int(state.get("position", self.position))
+
+
+class DummyDataView(ParamView):
+    data_filler: list[pb.FillerParameter] = []
+    shape: list[pb.BlobShape] = []
+    num: list[int] = []
+    channels: list[int] = []
+    height: list[int] = []
+    width: list[int] = []
+
+
+@register_layer("DummyData")
+class DummyData(Layer):
+    """Tops of given shapes filled by fillers (constant 0 by default); refilled every forward
+    unless every filler is constant, as Caffe."""
+    param_field = "dummy_data_param"
+    Params = DummyDataView
+    bottoms = (0, 0)
+    tops = (1, None)
+    is_data = True
+    summary = "tops of given shapes from fillers (constant 0 by default)"
+
+    def layer_setup(self, bottom, top):
+        p, n = self.p, len(top)
+        if p.shape:
+            shapes = [tuple(s.dim) for s in p.shape]
+        else:
+            shapes = [tuple(d) for d in zip(p.num, p.channels, p.height, p.width)]
+        if len(shapes) not in (1, n):
+            raise LayerSetupError(f"give 1 shape or one per top ({n}), got {len(shapes)}",
+                                  field="shape")
+        fillers = p.data_filler or [pb.FillerParameter(type="constant")]
+        if len(fillers) not in (1, n):
+            raise LayerSetupError(f"give 1 data_filler or one per top ({n})", field="data_filler")
+        self.shapes = shapes * n if len(shapes) == 1 else shapes
+        self.fillers = fillers * n if len(fillers) == 1 else fillers
+        self.refill = any(f.type != "constant" for f in self.fillers)
+        self.filled = False
+
+    def reshape(self, bottom, top):
+        for t, s in zip(top, self.shapes):
+            t.reshape(s)
+
+    def forward(self, bottom, top):
+        if self.filled and not self.refill:
+            return
+        for t, f in zip(top, self.fillers):
+            fill(t.data, f, self.rng)
+        self.filled = True
+
+
+class MemoryDataView(ParamView):
+    batch_size: int = Field(gt=0)
+    channels: int = Field(gt=0)
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+
+
+@register_layer("MemoryData")
+class MemoryData(Layer):
+    """Batches from arrays the caller hands over with net.set_input_arrays(data, labels)
+    (pycaffe's API), cycling through them; transform_param applies."""
+    param_field = "memory_data_param"
+    Params = MemoryDataView
+    bottoms = (0, 0)
+    tops = (2, 2)
+    is_data = True
+    summary = "batches from arrays given with net.set_input_arrays(data, labels)"
+
+    def layer_setup(self, bottom, top):
+        self.transform = make_transformer(self)
+        self.data = self.labels = None
+        self.position = 0
+
+    def reshape(self, bottom, top):
+        p = self.p
+        top[0].reshape(p.batch_size, *self.transform.out_shape(p.channels, p.height, p.width))
+        top[1].reshape(p.batch_size)
+
+    def reset(self, data, labels) -> None:
+        p = self.p
+        data, labels = np.asarray(data), np.asarray(labels).ravel()
+        if data.ndim != 4 or data.shape[1:] != (p.channels, p.height, p.width):
+            raise LayerSetupError(f"data must be (N, {p.channels}, {p.height}, {p.width}), got "
+                                  f"{data.shape}")
+        if len(data) != len(labels) or len(data) % p.batch_size:
+            raise LayerSetupError(f"need as many labels as images ({len(data)} vs "
+                                  f"{len(labels)}) and a multiple of batch_size {p.batch_size}")
+        self.data, self.labels, self.position = data, labels, 0
+
+    def forward(self, bottom, top):
+        if self.data is None:
+            raise LayerSetupError("no data: call net.set_input_arrays(data, labels) first")
+        b = self.p.batch_size
+        rows = slice(self.position, self.position + b)
+        top[0].data[...] = self.transform(self.data[rows])
+        top[1].data[...] = self.labels[rows]
+        self.position = (self.position + b) % len(self.data)
 
     def state(self) -> dict:
         return {"position": self.position}
