@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .blob import proto_array
-
+from .db import array_to_datum, datum_to_array
 from .proto import netspec_pb2 as pb
 from .spec import read_binary, write_binary
 
