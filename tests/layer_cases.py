@@ -135,6 +135,11 @@ CASES = {
 NO_GRADIENT = {
     "Input": "data enters here; nothing below it",
     "Data": "data enters here; nothing below it",
+    "DummyData": "data enters here; nothing below it",
+    "MemoryData": "data enters here; nothing below it",
+    "HDF5Data": "data enters here; nothing below it",
+    "ImageData": "data enters here; nothing below it",
+    "HDF5Output": "writes its bottoms to a file; no loss flows through it",
     "Accuracy": "a metric of integer decisions: never backpropagated",
     "ArgMax": "integer indices: never backpropagated",
 }

@@ -4,10 +4,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..blob import proto_array
+from ..io import read_mean
 from ..params import ParamView, build_view
-from ..proto import netspec_pb2 as pb
-from ..spec import read_binary
 from .base import LayerSetupError
 
 
@@ -42,7 +40,7 @@ class DataTransformer:
         self.p, self.phase, self.rng, self.dtype = view, phase, rng, dtype
         self.mean = None
         if view.mean_file:
-            self.mean = proto_array(read_binary(view.mean_file, pb.BlobProto), np.float64)[0]
+            self.mean = read_mean(view.mean_file).astype(np.float64)
 
     def out_shape(self, c, h, w):
         s = self.p.crop_size
