@@ -353,3 +353,25 @@ def test_bad_labels_at_run_time_are_one_line(project):
     r = invoke("train", "solver.prototxt")
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "SoftmaxWithLoss 'loss': label 1 is out of range for 1 classes" in r.output
+
+
+def test_convert_imageset_and_compute_image_mean_commands(in_tmp):
+    from netspec.images import encode
+    from netspec.io import read_mean
+    (in_tmp / "img").mkdir()
+    arrays = [np.full((3, 4, 4), 10 * i, dtype=np.uint8) for i in range(3)]
+    for i, a in enumerate(arrays):
+        (in_tmp / "img" / f"{i}.png").write_bytes(encode(a))
+    (in_tmp / "list.txt").write_text("0.png 0\n1.png 1\n2.png 2\n")
+    r = invoke("convert-imageset", "img", "list.txt", "db", "--resize-height", "4",
+               "--resize-width", "4")
+    assert r.exit_code == 0 and "Processed 3 files." in r.output
+    r = invoke("compute-image-mean", "db", "mean.binaryproto")
+    assert r.exit_code == 0, r.output
+    np.testing.assert_allclose(read_mean("mean.binaryproto"), np.full((3, 4, 4), 10.0))
+    (in_tmp / "bad.txt").write_text("0.png zero\n")
+    r = invoke("convert-imageset", "img", "bad.txt", "db2")
+    assert r.exit_code == 1 and "bad.txt:1: expected 'path label'" in r.output
+    assert not (in_tmp / "db2").exists() and not (in_tmp / "db2.tmp").exists()
+    r = invoke("compute-image-mean", "nodb", "m.binaryproto")
+    assert r.exit_code == 1 and "data source 'nodb' not found" in r.output
