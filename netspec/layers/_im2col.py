@@ -30,19 +30,34 @@ def tap_slices(kernel, stride, dilation, out):
                          slice(j * dw, j * dw + sw * (ow - 1) + 1, sw))
 
 
-def im2col(xp_cn: np.ndarray, kernel, stride, dilation, out) -> np.ndarray:
-    """Padded input in (C, N, H, W) layout -> columns (C, kh, kw, N, oh, ow)."""
+def im2col(xp_cn: np.ndarray, kernel, stride, dilation, out, groups: int = 1) -> np.ndarray:
+    """Padded input in (C, N, H, W) layout -> columns (G, kh, kw, C/G, N, oh, ow): tap-major
+    within each group, so every tap writes (and col2im reads) one contiguous block."""
     c, n = xp_cn.shape[:2]
-    col = np.empty((c, *kernel, n, *out), dtype=xp_cn.dtype)
+    col = np.empty((groups, *kernel, c // groups, n, *out), dtype=xp_cn.dtype)
     for i, j, (rows, cols) in tap_slices(kernel, stride, dilation, out):
-        col[:, i, j] = xp_cn[:, :, rows, cols]
+        col[:, i, j] = xp_cn[:, :, rows, cols].reshape(groups, c // groups, n, *out)
     return col
 
 
 def col2im(col: np.ndarray, padded_hw, stride, dilation) -> np.ndarray:
-    """Adjoint of im2col: columns (C, kh, kw, N, oh, ow) summed into a (C, N, H, W) array."""
-    c, kh, kw, n, oh, ow = col.shape
-    out = np.zeros((c, n, *padded_hw), dtype=col.dtype)
+    """Adjoint of im2col: columns (G, kh, kw, C/G, N, oh, ow) summed into (C, N, H, W)."""
+    g, kh, kw, cg, n, oh, ow = col.shape
+    out = np.zeros((g, cg, n, *padded_hw), dtype=col.dtype)
     for i, j, (rows, cols) in tap_slices((kh, kw), stride, dilation, (oh, ow)):
-        out[:, :, rows, cols] += col[:, i, j]
-    return out
+        out[:, :, :, rows, cols] += col[:, i, j]
+    return out.reshape(g * cg, n, *padded_hw)
+
+
+def to_tap_major(w: np.ndarray, groups: int) -> np.ndarray:
+    """Filters (G*A, B, kh, kw) as (G, A, kh*kw*B): the row order of im2col's columns."""
+    a, b, kh, kw = w.shape
+    return np.ascontiguousarray(w.reshape(groups, a // groups, b, kh, kw)
+                                .transpose(0, 1, 3, 4, 2)).reshape(groups, a // groups, -1)
+
+
+def from_tap_major(wt: np.ndarray, shape) -> np.ndarray:
+    """Inverse of to_tap_major: (G, A, kh*kw*B) back to filters of `shape` (G*A, B, kh, kw)."""
+    g, a = wt.shape[:2]
+    _, b, kh, kw = shape
+    return wt.reshape(g, a, kh, kw, b).transpose(0, 1, 4, 2, 3).reshape(shape)

@@ -9,7 +9,8 @@ from pydantic import Field, model_validator
 from ..params import ParamView, spatial_pair
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
-from ._im2col import col2im, conv_out_size, im2col, pad_hw, tap_slices
+from ._im2col import (col2im, conv_out_size, from_tap_major, im2col, pad_hw, tap_slices,
+                      to_tap_major)
 from .base import Layer, LayerSetupError
 
 
@@ -113,12 +114,12 @@ class Convolution(Layer):
         n = x.shape[0]
         xp = pad_hw(x, p.pads[0], p.pads[1], p.pads[0], p.pads[1])
         cn = np.ascontiguousarray(xp.transpose(1, 0, 2, 3))  # (C, N, H, W): taps copy rows
-        self.col = im2col(cn, p.kernel, p.strides, p.dilations, self.out_hw).reshape(
+        self.col = im2col(cn, p.kernel, p.strides, p.dilations, self.out_hw, p.group).reshape(
             p.group, -1, n * self.out_hw[0] * self.out_hw[1])
-        w = self.blobs[0].data.reshape(p.group, p.num_output // p.group, -1)
-        y = np.empty((p.group, w.shape[1], self.col.shape[2]), dtype=x.dtype)
+        self.wt = to_tap_major(self.blobs[0].data, p.group)  # (group, M/group, kh*kw*C/group)
+        y = np.empty((p.group, self.wt.shape[1], self.col.shape[2]), dtype=x.dtype)
         for g in range(p.group):  # one 2-D GEMM per group (BLAS; stacked matmul is not)
-            np.matmul(w[g], self.col[g], out=y[g])
+            np.matmul(self.wt[g], self.col[g], out=y[g])
         y = y.reshape(p.num_output, n, *self.out_hw)
         if p.bias_term:
             y += self.blobs[1].data[:, None, None, None]
@@ -130,17 +131,17 @@ class Convolution(Layer):
         mg = p.num_output // p.group
         dy = np.ascontiguousarray(top[0].diff.transpose(1, 0, 2, 3)).reshape(p.group, mg, -1)
         weight = self.blobs[0]
-        wmat = weight.data.reshape(p.group, mg, -1)
-        dw = weight.diff.reshape(p.group, mg, -1)
+        dwt = np.empty_like(self.wt)
         for g in range(p.group):
-            dw[g] += dy[g] @ self.col[g].T
+            np.matmul(dy[g], self.col[g].T, out=dwt[g])
+        weight.diff += from_tap_major(dwt, weight.shape)
         if p.bias_term:
             self.blobs[1].diff += dy.reshape(p.num_output, -1).sum(axis=1)
         if propagate_down[0]:
-            dcol = np.empty_like(self.col)  # group, C/g*kh*kw, N*oh*ow
+            dcol = np.empty_like(self.col)  # group, kh*kw*C/group, N*oh*ow
             for g in range(p.group):
-                np.matmul(wmat[g].T, dy[g], out=dcol[g])
-            dcol = dcol.reshape(c, *p.kernel, n, *self.out_hw)
+                np.matmul(self.wt[g].T, dy[g], out=dcol[g])
+            dcol = dcol.reshape(p.group, *p.kernel, c // p.group, n, *self.out_hw)
             (ph, pw) = p.pads
             dx = col2im(dcol, (h + 2 * ph, w_ + 2 * pw), p.strides, p.dilations)
             bottom[0].diff[...] = dx[:, :, ph:ph + h, pw:pw + w_].transpose(1, 0, 2, 3)
@@ -175,12 +176,13 @@ class Deconvolution(Convolution):
         p = self.p
         x = bottom[0].data
         n, c = x.shape[:2]
+        mg = p.num_output // p.group
         xg = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(p.group, c // p.group, -1)
-        wmat = self.blobs[0].data.reshape(p.group, c // p.group, -1)  # g, C/g, M/g*kh*kw
-        col = np.empty((p.group, wmat.shape[2], xg.shape[2]), dtype=x.dtype)
+        self.wt = to_tap_major(self.blobs[0].data, p.group)  # g, C/g, kh*kw*M/g
+        col = np.empty((p.group, self.wt.shape[2], xg.shape[2]), dtype=x.dtype)
         for g in range(p.group):
-            np.matmul(wmat[g].T, xg[g], out=col[g])
-        col = col.reshape(p.num_output, *p.kernel, n, *self.in_hw)
+            np.matmul(self.wt[g].T, xg[g], out=col[g])
+        col = col.reshape(p.group, *p.kernel, mg, n, *self.in_hw)
         (ph, pw), (oh, ow) = p.pads, self.out_hw
         y = col2im(col, (oh + 2 * ph, ow + 2 * pw), p.strides, p.dilations)[
             :, :, ph:ph + oh, pw:pw + ow]
@@ -197,18 +199,18 @@ class Deconvolution(Convolution):
             self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
         (ph, pw) = p.pads
         dyp = np.ascontiguousarray(pad_hw(dy, ph, pw, ph, pw).transpose(1, 0, 2, 3))
-        dcol = im2col(dyp, p.kernel, p.strides, p.dilations, self.in_hw).reshape(
-            p.group, -1, n * self.in_hw[0] * self.in_hw[1])  # g, M/g*kh*kw, N*H*W
+        dcol = im2col(dyp, p.kernel, p.strides, p.dilations, self.in_hw, p.group).reshape(
+            p.group, -1, n * self.in_hw[0] * self.in_hw[1])  # g, kh*kw*M/g, N*H*W
         xg = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(p.group, c // p.group, -1)
         weight = self.blobs[0]
-        wmat = weight.data.reshape(p.group, c // p.group, -1)
-        dw = weight.diff.reshape(p.group, c // p.group, -1)
+        dwt = np.empty_like(self.wt)
         for g in range(p.group):
-            dw[g] += xg[g] @ dcol[g].T
+            np.matmul(xg[g], dcol[g].T, out=dwt[g])
+        weight.diff += from_tap_major(dwt, weight.shape)
         if propagate_down[0]:
             dx = np.empty_like(xg)
             for g in range(p.group):
-                np.matmul(wmat[g], dcol[g], out=dx[g])
+                np.matmul(self.wt[g], dcol[g], out=dx[g])
             bottom[0].diff[...] = dx.reshape(c, n, *self.in_hw).transpose(1, 0, 2, 3)
 
 
@@ -239,17 +241,18 @@ class Im2col(Convolution):
         p = self.p
         xp = pad_hw(bottom[0].data, p.pads[0], p.pads[1], p.pads[0], p.pads[1])
         col = im2col(np.ascontiguousarray(xp.transpose(1, 0, 2, 3)), p.kernel, p.strides,
-                     p.dilations, self.out_hw)  # C, kh, kw, N, oh, ow
-        top[0].data[...] = col.transpose(3, 0, 1, 2, 4, 5).reshape(top[0].shape)
+                     p.dilations, self.out_hw)[0]  # kh, kw, C, N, oh, ow
+        top[0].data[...] = col.transpose(3, 2, 0, 1, 4, 5).reshape(top[0].shape)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         p = self.p
         n, c, h, w = bottom[0].shape
-        col = top[0].diff.reshape(n, c, *p.kernel, *self.out_hw).transpose(1, 2, 3, 0, 4, 5)
+        col = top[0].diff.reshape(n, c, *p.kernel, *self.out_hw).transpose(2, 3, 1, 0, 4, 5)
         (ph, pw) = p.pads
-        dx = col2im(np.ascontiguousarray(col), (h + 2 * ph, w + 2 * pw), p.strides, p.dilations)
+        dx = col2im(np.ascontiguousarray(col)[None], (h + 2 * ph, w + 2 * pw), p.strides,
+                    p.dilations)
         bottom[0].diff[...] = dx[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
 
 
@@ -335,6 +338,9 @@ class Pooling(Layer):
                                   f"{h + 2 * ph}x{w + 2 * pw}", field="kernel_size")
         oh, ow = pooled_size(h, kh, sh, ph, ceil), pooled_size(w, kw, sw, pw, ceil)
         self.out_hw = (oh, ow)
+        # windows that tile the input exactly: pool by reshaping instead of by taps
+        self.tiled = (sh, sw) == (kh, kw) and (ph, pw) == (0, 0) and h == oh * kh and \
+            w == ow * kw and p.pool != "STOCHASTIC"
         # padded extent that every window fits in (windows may run past the bottom/right pad)
         self.padded = (max(h + 2 * ph, (oh - 1) * sh + kh), max(w + 2 * pw, (ow - 1) * sw + kw))
         top[0].reshape(n, c, oh, ow)
@@ -358,9 +364,30 @@ class Pooling(Layer):
         (h, w), (ph, pw) = x.shape[2:], self.p.pads
         return pad_hw(x, ph, pw, self.padded[0] - h - ph, self.padded[1] - w - pw, fill)
 
+    def _tiles(self, x):
+        """(N, C, oh, ow, kh*kw) copy of the windows, tap order i * kw + j (tiled case)."""
+        n, c = x.shape[:2]
+        (oh, ow), (kh, kw) = self.out_hw, self.kernel
+        return x.reshape(n, c, oh, kh, ow, kw).transpose(0, 1, 2, 4, 3, 5).reshape(
+            n, c, oh, ow, kh * kw)
+
+    def _untile(self, v, shape):
+        n, c, h, w = shape
+        (oh, ow), (kh, kw) = self.out_hw, self.kernel
+        return v.reshape(n, c, oh, ow, kh, kw).transpose(0, 1, 2, 4, 3, 5).reshape(shape)
+
     def forward(self, bottom, top):
         x = bottom[0].data
-        if self.p.pool == "MAX":
+        if self.tiled:
+            v = self._tiles(x)
+            if self.p.pool == "MAX":
+                self.argmax = v.argmax(axis=-1)  # first maximum in scan order, as Caffe
+                top[0].data[...] = np.take_along_axis(v, self.argmax[..., None], -1)[..., 0]
+                if len(top) > 1:
+                    top[1].data[...] = self._mask_index(x.shape[3])
+            else:
+                top[0].data[...] = v.mean(axis=-1)
+        elif self.p.pool == "MAX":
             xp = self._padded(x, -np.inf)
             best = argmax = None
             for t, (_, _, (rows, cols)) in self._taps():
@@ -418,6 +445,15 @@ class Pooling(Layer):
             return
         n, c, h, w = bottom[0].shape
         dy = top[0].diff
+        kk = self.kernel[0] * self.kernel[1]
+        if self.tiled:
+            if self.p.pool == "MAX":
+                grad = np.zeros((*dy.shape, kk), dtype=dy.dtype)
+                np.put_along_axis(grad, self.argmax[..., None], dy[..., None], -1)
+            else:
+                grad = np.broadcast_to((dy / kk)[..., None], (*dy.shape, kk))
+            bottom[0].diff[...] = self._untile(grad, bottom[0].shape)
+            return
         dxp = np.zeros((n, c, *self.padded), dtype=dy.dtype)
         if self.p.pool == "MAX" or (self.p.pool == "STOCHASTIC" and self.phase == 0):
             for t, (_, _, (rows, cols)) in self._taps():
