@@ -213,21 +213,27 @@ def test_im2col_layout_and_gradients():
 torch = pytest.importorskip("torch")
 
 
-@pytest.mark.parametrize("extra,kw", [
-    ("kernel_size: 3 stride: 2 pad: 1 group: 2", dict(stride=2, padding=1, groups=2)),
-    ("kernel_h: 2 kernel_w: 3 dilation: 2", dict(dilation=2)),
-])
-def test_convolution_matches_torch(extra, kw):
-    x = np.random.default_rng(3).normal(size=(2, 4, 9, 8))
-    layer, bottom, top = run(CONV.format(m=6, extra=extra), x)
+@pytest.mark.parametrize("spec,torch_fn,extra,kw,shape", [
+    (CONV, "conv2d", "kernel_size: 3 stride: 2 pad: 1 group: 2",
+     dict(stride=2, padding=1, groups=2), (2, 4, 9, 8)),
+    (CONV, "conv2d", "kernel_h: 2 kernel_w: 3 dilation: 2", dict(dilation=2), (2, 4, 9, 8)),
+    (DECONV, "conv_transpose2d", "kernel_size: 3 stride: 2 pad: 1 group: 2",
+     dict(stride=2, padding=1, groups=2), (2, 4, 5, 4)),
+    (DECONV, "conv_transpose2d", "kernel_size: 4 stride: 2 pad: 1 dilation: 2",
+     dict(stride=2, padding=1, dilation=2), (2, 4, 5, 4)),
+], ids=["conv-group", "conv-dilated", "deconv-group", "deconv-dilated"])
+def test_convolutions_match_torch(spec, torch_fn, extra, kw, shape):
+    x = np.random.default_rng(3).normal(size=shape)
+    layer, bottom, top = run(spec.format(m=6, extra=extra), x)
     dy = np.random.default_rng(4).normal(size=top[0].shape)
     top[0].diff[...] = dy
     layer.backward(top, [True], bottom)
     xt = torch.tensor(x, requires_grad=True)
     wt = torch.tensor(layer.blobs[0].data, requires_grad=True)
     bt = torch.tensor(layer.blobs[1].data, requires_grad=True)
-    yt = torch.nn.functional.conv2d(xt, wt, bt, **kw)
+    yt = getattr(torch.nn.functional, torch_fn)(xt, wt, bt, **kw)
     yt.backward(torch.tensor(dy))
+    assert yt.shape == top[0].shape
     np.testing.assert_allclose(top[0].data, yt.detach().numpy(), atol=1e-10)
     np.testing.assert_allclose(bottom[0].diff, xt.grad.numpy(), atol=1e-10)
     np.testing.assert_allclose(layer.blobs[0].diff, wt.grad.numpy(), atol=1e-10)
@@ -250,24 +256,3 @@ def test_pooling_matches_torch_with_ceil_mode(pool):
     np.testing.assert_allclose(top[0].data, yt.detach().numpy(), atol=1e-12)
     np.testing.assert_allclose(bottom[0].diff, xt.grad.numpy(), atol=1e-12)
 
-
-@pytest.mark.parametrize("extra,kw", [
-    ("kernel_size: 3 stride: 2 pad: 1 group: 2", dict(stride=2, padding=1, groups=2)),
-    ("kernel_size: 4 stride: 2 pad: 1 dilation: 2", dict(stride=2, padding=1, dilation=2)),
-])
-def test_deconvolution_matches_torch(extra, kw):
-    x = np.random.default_rng(3).normal(size=(2, 4, 5, 4))
-    layer, bottom, top = run(DECONV.format(m=6, extra=extra), x)
-    dy = np.random.default_rng(4).normal(size=top[0].shape)
-    top[0].diff[...] = dy
-    layer.backward(top, [True], bottom)
-    xt = torch.tensor(x, requires_grad=True)
-    wt = torch.tensor(layer.blobs[0].data, requires_grad=True)
-    bt = torch.tensor(layer.blobs[1].data, requires_grad=True)
-    yt = torch.nn.functional.conv_transpose2d(xt, wt, bt, **kw)
-    yt.backward(torch.tensor(dy))
-    assert yt.shape == top[0].shape
-    np.testing.assert_allclose(top[0].data, yt.detach().numpy(), atol=1e-10)
-    np.testing.assert_allclose(bottom[0].diff, xt.grad.numpy(), atol=1e-10)
-    np.testing.assert_allclose(layer.blobs[0].diff, wt.grad.numpy(), atol=1e-10)
-    np.testing.assert_allclose(layer.blobs[1].diff, bt.grad.numpy(), atol=1e-10)
