@@ -42,10 +42,6 @@ class Blob:
             self.data = np.zeros(shape, dtype=self.data.dtype)
             self.diff = np.zeros(shape, dtype=self.data.dtype)
 
-    def share(self, other: "Blob") -> None:
-        """Use `other`'s arrays (both data and diff)."""
-        self.data, self.diff = other.data, other.diff
-
     def to_proto(self, write_diff: bool = False) -> pb.BlobProto:
         """Caffe's BlobProto: shape plus float `data` (float32) or `double_data` (float64)."""
         proto = pb.BlobProto()

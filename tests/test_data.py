@@ -1,7 +1,6 @@
 """Data interop: convert-imageset / compute-image-mean, encoded Datums, the CIFAR-10
 converter (on batches generated in both standard formats), HDF5Data / HDF5Output, ImageData,
 MemoryData, DummyData and the netspec.io helpers."""
-import os
 import pickle
 
 import numpy as np
@@ -85,8 +84,8 @@ def test_data_layer_force_gray_and_leveldb_refused(images):
         data_param {{ source: "{folder}/enc" batch_size: 2 backend: LMDB }} }}''', TEST)
     assert net.blobs["data"].shape == (2, 1, 5, 7)
     with pytest.raises(SpecError, match="backend LEVELDB is not supported"):
-        Net(f'layer {{ name: "d" type: "Data" top: "data" data_param {{ source: "x" '
-            f'batch_size: 2 backend: LEVELDB }} }}', TEST)
+        Net('layer { name: "d" type: "Data" top: "data" data_param { source: "x" '
+            'batch_size: 2 backend: LEVELDB } }', TEST)
 
 
 def write_cifar(folder, binary: bool):

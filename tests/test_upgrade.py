@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from netspec import Net, SpecError, TEST, TRAIN
+from netspec import Net, SpecError, TEST
 from netspec.proto import netspec_pb2 as pb
 from netspec.spec import parse_text, read_text
 from netspec.upgrade import upgrade_net
