@@ -156,3 +156,16 @@ def test_upgrade_command_writes_current_text(tmp_path):
     text = (tmp_path / "new.prototxt").read_text()
     assert 'type: "Convolution"' in text and "layers {" not in text and "blobs_lr" not in text
     assert Net(str(tmp_path / "new.prototxt"), TEST).blobs["prob"].shape == (2, 4, 6, 6)
+
+
+def test_upgrade_command_errors(tmp_path):
+    from typer.testing import CliRunner
+    from netspec.cli import app
+    runner = CliRunner()
+    r = runner.invoke(app, ["upgrade", str(tmp_path / "none.prototxt")])
+    assert r.exit_code == 1 and "file not found" in r.output
+    bad = tmp_path / "bad.prototxt"
+    bad.write_text(V0_NET.replace('type: "relu"', 'type: "maxout"'))
+    r = runner.invoke(app, ["upgrade", str(bad)])
+    assert r.exit_code == 1 and "V0 layer type 'maxout' has no upgrade" in r.output
+    assert "Traceback" not in r.output
