@@ -194,7 +194,9 @@ def info(
                   style="bold")
     console = Console(width=max(120, Console().width))
     console.print(table)
-    console.print(f"{len(rows)} layers, {total_params:,} parameters "
+    learned = sum(p.blob.count for p in net.learnable_params if p.lr_mult)
+    learned_note = f", {learned:,} learned" if learned != total_params else ""
+    console.print(f"{len(rows)} layers, {total_params:,} parameters{learned_note} "
                   f"({human(total_params * net.dtype.itemsize, 'B')}), blobs "
                   f"{human(blob_bytes(net), 'B')} (data + diff), outputs: "
                   f"{', '.join(net.outputs)}")
