@@ -54,6 +54,8 @@ CASES = {
                 for g, s in POOL_GEOMETRIES] + [
         (POOL.format(m="STOCHASTIC", p=g), [positive(*s)], dict(phase=phase))
         for g, s in POOL_GEOMETRIES[:3] for phase in (0, 1)],
+    "SPP": [('type: "SPP" spp_param { pyramid_height: 3 pool: %s }' % m, [distinct(2, 2, 9, 7)], {})
+            for m in ("MAX", "AVE")],
     "LRN": [('type: "LRN" lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 k: 2 }',
              [normal(2, 5, 3, 3)], {}),
             ('type: "LRN" lrn_param { norm_region: WITHIN_CHANNEL local_size: 3 alpha: 0.5 }',

@@ -256,3 +256,15 @@ def test_pooling_matches_torch_with_ceil_mode(pool):
     np.testing.assert_allclose(top[0].data, yt.detach().numpy(), atol=1e-12)
     np.testing.assert_allclose(bottom[0].diff, xt.grad.numpy(), atol=1e-12)
 
+
+
+def test_spp_levels_by_hand():
+    x = distinct((2, 3, 8, 8))
+    _, _, top = run('type: "SPP" spp_param { pyramid_height: 3 }', x)
+    assert top[0].shape == (2, 3 * (1 + 4 + 16))
+    level0 = top[0].data[:, :3]
+    np.testing.assert_array_equal(level0, x.max(axis=(2, 3)))
+    level1 = top[0].data[:, 3:15].reshape(2, 3, 2, 2)
+    np.testing.assert_array_equal(level1, x.reshape(2, 3, 2, 4, 2, 4).max(axis=(3, 5)))
+    _, _, top = run('type: "SPP" spp_param { pyramid_height: 1 pool: AVE }', x)
+    np.testing.assert_allclose(top[0].data, x.mean(axis=(2, 3), keepdims=True))

@@ -6,6 +6,7 @@ import math
 import numpy as np
 from pydantic import Field, model_validator
 
+from ..blob import Blob
 from ..params import ParamView, spatial_pair
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
@@ -469,3 +470,67 @@ class Pooling(Layer):
                 dxp[:, :, rows, cols] += share
         ph, pw = self.p.pads
         bottom[0].diff[...] = dxp[:, :, ph:ph + h, pw:pw + w]
+
+
+class SPPView(ParamView):
+    pyramid_height: int = Field(gt=0)
+    pool: str = "MAX"
+
+    @model_validator(mode="after")
+    def _pool(self):
+        if self.pool == "STOCHASTIC":
+            raise ValueError("pool STOCHASTIC is not supported by SPP (MAX and AVE are)")
+        return self
+
+
+@register_layer("SPP")
+class SPP(Layer):
+    """Spatial pyramid pooling: level l pools the whole map into 2^l x 2^l bins (kernel
+    ceil(size / bins), stride = kernel, pad to cover the remainder, as Caffe), each level
+    flattened, all concatenated: (N, C * sum 4^l). One level alone gives (N, C, 1, 1)."""
+    param_field = "spp_param"
+    Params = SPPView
+    summary = "spatial pyramid pooling (pyramid_height levels of 2^l x 2^l bins)"
+
+    def reshape(self, bottom, top):
+        n, c, h, w = bottom[0].shape
+        self.levels = []
+        for level in range(self.p.pyramid_height):
+            bins = 2 ** level
+            kh, kw = -(-h // bins), -(-w // bins)
+            spec = pb.LayerParameter(name=f"{self.name}_level{level}", type="Pooling")
+            pp = spec.pooling_param
+            pp.pool = pb.PoolingParameter.PoolMethod.Value(self.p.pool)
+            pp.kernel_h, pp.kernel_w, pp.stride_h, pp.stride_w = kh, kw, kh, kw
+            pp.pad_h, pp.pad_w = (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
+            try:
+                pool = Pooling(spec, self.phase, self.dtype, self.rng)
+            except LayerSetupError as e:
+                raise LayerSetupError(f"level {level} ({bins}x{bins} bins of {h}x{w}): {e}")
+            out = Blob((), self.dtype)
+            pool.setup(bottom, [out])
+            self.levels.append((pool, out))
+        if self.p.pyramid_height == 1:
+            top[0].reshape(self.levels[0][1].shape)
+        else:
+            top[0].reshape(n, sum(out.count // n for _, out in self.levels))
+
+    def forward(self, bottom, top):
+        n = bottom[0].shape[0]
+        for pool, out in self.levels:
+            pool.forward(bottom, [out])
+        top[0].data[...] = np.concatenate([out.data.reshape(n, -1) for _, out in self.levels],
+                                          axis=1).reshape(top[0].shape)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        n = bottom[0].shape[0]
+        dy, start, total = top[0].diff.reshape(n, -1), 0, np.zeros_like(bottom[0].data)
+        for pool, out in self.levels:
+            size = out.count // n
+            out.diff[...] = dy[:, start:start + size].reshape(out.shape)
+            start += size
+            pool.backward([out], [True], bottom)
+            total += bottom[0].diff
+        bottom[0].diff[...] = total
