@@ -132,7 +132,7 @@ def check_net(net, layer_names=None, *, samples: int = 40, threshold: float = 1e
             layer.reshape(net.bottom_ids[i], net.top_ids[i])
             for r in results:
                 kind, index = r.name.split()
-                yield layer.name, blob_label(layer, kind, int(index), net.bottom_names[i]), r
+                yield layer.name, blob_label(layer, kind, int(index), net.layer_bottoms[i]), r
         layer.forward(net.bottom_ids[i], net.top_ids[i])
 
 
@@ -142,7 +142,7 @@ def fill_inputs(net, rng: np.random.Generator) -> None:
     for name in net.inputs:
         blob = net.blobs[name]
         classes = None
-        for i, names in enumerate(net.bottom_names):
+        for i, names in enumerate(net.layer_bottoms):
             for j, bottom in enumerate(names):
                 if bottom == name and not net.layers[i].allow_force_backward(j):
                     first = net.bottom_ids[i][0]

@@ -37,7 +37,7 @@ def describe(net: Net) -> list[LayerInfo]:
     rows = []
     for i, layer in enumerate(net.layers):
         tops = net.top_ids[i]
-        rows.append(LayerInfo(layer.name, layer.type, net.bottom_names[i], net.top_names[i],
+        rows.append(LayerInfo(layer.name, layer.type, net.layer_bottoms[i], net.layer_tops[i],
                               [t.shape for t in tops], sum(b.count for b in layer.blobs),
                               multiply_adds(layer, net.bottom_ids[i], tops)))
     return rows

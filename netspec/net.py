@@ -75,8 +75,8 @@ class Net:
         self.layers: list[Layer] = []
         self.bottom_ids: list[list[Blob]] = []
         self.top_ids: list[list[Blob]] = []
-        self.bottom_names: list[list[str]] = []
-        self.top_names: list[list[str]] = []
+        self.layer_bottoms: list[list[str]] = []
+        self.layer_tops: list[list[str]] = []
         self.loss_weights: list[list[float]] = []
         self.inputs: list[str] = []
         consumed: set[str] = set()
@@ -168,8 +168,8 @@ class Net:
             self.layers.append(layer)
             self.bottom_ids.append(bottoms)
             self.top_ids.append(tops)
-            self.bottom_names.append(list(lp.bottom))
-            self.top_names.append(list(lp.top))
+            self.layer_bottoms.append(list(lp.bottom))
+            self.layer_tops.append(list(lp.top))
             self.loss_weights.append(weights)
             self._bottom_need_backward.append(bottom_nb)
             self._layer_need_backward.append(need_backward and not cls.is_data)
@@ -187,7 +187,7 @@ class Net:
     def blob_loss_weight(self, name: str) -> float:
         """Loss weight of the layer output `name` (0 when it is not a loss)."""
         weight = 0.0
-        for names, weights in zip(self.top_names, self.loss_weights):
+        for names, weights in zip(self.layer_tops, self.loss_weights):
             for top, w in zip(names, weights):
                 if top == name:
                     weight = w  # the last producer (in-place layers rewrite a blob)
@@ -200,17 +200,17 @@ class Net:
         for i in reversed(range(len(self.layers))):
             contributes = False
             skip_down = True
-            for j, name in enumerate(self.top_names[i]):
+            for j, name in enumerate(self.layer_tops[i]):
                 if self.loss_weights[i][j] or name in under_loss:
                     contributes = True
                 if name not in skip:
                     skip_down = False
             if self._layer_need_backward[i] and skip_down:
                 self._layer_need_backward[i] = False
-                self._bottom_need_backward[i] = [False] * len(self.bottom_names[i])
+                self._bottom_need_backward[i] = [False] * len(self.layer_bottoms[i])
             if not contributes:
                 self._layer_need_backward[i] = False
-            for j, name in enumerate(self.bottom_names[i]):
+            for j, name in enumerate(self.layer_bottoms[i]):
                 if contributes:
                     under_loss.add(name)
                 else:
@@ -289,6 +289,21 @@ class Net:
         """Propagate new input shapes through every layer (after changing an Input blob)."""
         for i, layer in enumerate(self.layers):
             layer.reshape(self.bottom_ids[i], self.top_ids[i])
+
+    @property
+    def top_names(self) -> OrderedDict[str, list[str]]:
+        """pycaffe: layer name -> the names of its tops."""
+        return OrderedDict((l.name, list(t)) for l, t in zip(self.layers, self.layer_tops))
+
+    @property
+    def bottom_names(self) -> OrderedDict[str, list[str]]:
+        """pycaffe: layer name -> the names of its bottoms."""
+        return OrderedDict((l.name, list(b)) for l, b in zip(self.layers, self.layer_bottoms))
+
+    @property
+    def _layer_names(self) -> list[str]:
+        """pycaffe's list of layer names, in order."""
+        return [l.name for l in self.layers]
 
     def set_input_arrays(self, data, labels, layer: str | None = None) -> None:
         """pycaffe: hand arrays to a MemoryData layer (the first one, or the named one)."""

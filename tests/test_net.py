@@ -117,6 +117,8 @@ def test_pycaffe_api():
     assert [b.shape for b in net.params["conv"]] == [(3, 2, 3, 3), (3,)]
     diffs = net.backward()
     assert diffs["x"].shape == (4, 2, 5, 5)
+    assert net.top_names["conv"] == ["conv"] and net.bottom_names["loss_a"][1].startswith("label")
+    assert net._layer_names[0] == "in" and list(net.layer_dict) == net._layer_names
     with pytest.raises(ValueError, match="shape"):
         net.forward(x=np.ones((1, 2, 5, 5)))
     # pycaffe's old argument order: Net(model, weights, phase)
