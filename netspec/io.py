@@ -9,7 +9,7 @@ from .proto import netspec_pb2 as pb
 from .spec import read_binary, write_binary
 
 __all__ = ["blobproto_to_array", "array_to_blobproto", "datum_to_array", "array_to_datum",
-           "read_mean", "write_mean"]
+           "read_mean", "write_mean", "load_image", "resize_image", "Transformer"]
 
 
 def blobproto_to_array(blob: pb.BlobProto, return_diff: bool = False) -> np.ndarray:
@@ -40,3 +40,102 @@ def write_mean(path: str, mean: np.ndarray) -> None:
     blob = pb.BlobProto(num=1, channels=mean.shape[0], height=mean.shape[1], width=mean.shape[2])
     blob.data.extend(mean.ravel().tolist())
     write_binary(path, blob)
+
+
+def load_image(filename: str, color: bool = True) -> np.ndarray:
+    """pycaffe's load_image: (H, W, 3) RGB (or (H, W, 1) gray) float32 in [0, 1]."""
+    from PIL import Image
+    with Image.open(filename) as img:
+        arr = np.asarray(img.convert("RGB" if color else "L"), dtype=np.float32) / 255.0
+    return arr if color else arr[:, :, None]
+
+
+def resize_image(im: np.ndarray, new_dims) -> np.ndarray:
+    """(H, W, K) float image resized to new_dims (bilinear), channel by channel."""
+    from PIL import Image
+    h, w = int(new_dims[0]), int(new_dims[1])
+    if im.shape[:2] == (h, w):
+        return im
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(im[:, :, k], dtype=np.float32))
+                           .resize((w, h), Image.BILINEAR)) for k in range(im.shape[2])]
+    return np.stack(channels, axis=2)
+
+
+class Transformer:
+    """pycaffe's caffe.io.Transformer: turn (H, W, K) images into a net input and back.
+
+    preprocess: resize to the input's H x W, transpose, swap channels, * raw_scale, - mean,
+    * input_scale (in that order, as pycaffe)."""
+
+    def __init__(self, inputs: dict):
+        self.inputs = {k: tuple(v) for k, v in inputs.items()}
+        self.transpose, self.channel_swap, self.raw_scale = {}, {}, {}
+        self.mean, self.input_scale = {}, {}
+
+    def _check(self, name):
+        if name not in self.inputs:
+            raise KeyError(f"{name!r} is not one of the inputs {list(self.inputs)}")
+
+    def set_transpose(self, name, order):
+        self._check(name)
+        if len(order) != len(self.inputs[name]) - 1:
+            raise ValueError("transpose order needs as many axes as the input has, minus N")
+        self.transpose[name] = order
+
+    def set_channel_swap(self, name, order):
+        self._check(name)
+        if len(order) != self.inputs[name][1]:
+            raise ValueError("channel swap needs one entry per input channel")
+        self.channel_swap[name] = order
+
+    def set_raw_scale(self, name, scale):
+        self._check(name)
+        self.raw_scale[name] = scale
+
+    def set_input_scale(self, name, scale):
+        self._check(name)
+        self.input_scale[name] = scale
+
+    def set_mean(self, name, mean):
+        """Mean per channel (C,) or an image (C, H, W) of the input's size."""
+        self._check(name)
+        mean = np.asarray(mean, dtype=np.float32)
+        if mean.ndim == 1:
+            if len(mean) != self.inputs[name][1]:
+                raise ValueError("mean needs one value per input channel")
+            mean = mean[:, None, None]
+        elif mean.shape != self.inputs[name][1:]:
+            raise ValueError(f"mean shape {mean.shape} must be {self.inputs[name][1:]}")
+        self.mean[name] = mean
+
+    def preprocess(self, name, data: np.ndarray) -> np.ndarray:
+        self._check(name)
+        x = resize_image(np.asarray(data, dtype=np.float32), self.inputs[name][2:])
+        if name in self.transpose:
+            x = x.transpose(self.transpose[name])
+        if name in self.channel_swap:
+            x = x[list(self.channel_swap[name])]
+        x = x.astype(np.float32, copy=True)
+        if name in self.raw_scale:
+            x *= self.raw_scale[name]
+        if name in self.mean:
+            x -= self.mean[name]
+        if name in self.input_scale:
+            x *= self.input_scale[name]
+        return x
+
+    def deprocess(self, name, data: np.ndarray) -> np.ndarray:
+        """The inverse of preprocess (without the resize), for looking at inputs."""
+        self._check(name)
+        x = np.asarray(data, dtype=np.float32).squeeze().copy()
+        if name in self.input_scale:
+            x /= self.input_scale[name]
+        if name in self.mean:
+            x += self.mean[name]
+        if name in self.raw_scale:
+            x /= self.raw_scale[name]
+        if name in self.channel_swap:
+            x = x[np.argsort(self.channel_swap[name])]
+        if name in self.transpose:
+            x = x.transpose(np.argsort(self.transpose[name]))
+        return x

@@ -210,3 +210,25 @@ def test_io_helpers_round_trip(tmp_path):
     np.testing.assert_allclose(datum_to_array(array_to_datum(arr)), arr)
     write_mean(str(tmp_path / "m.binaryproto"), arr)
     np.testing.assert_array_equal(read_mean(str(tmp_path / "m.binaryproto")), arr)
+
+
+def test_pycaffe_transformer_and_load_image(tmp_path):
+    from netspec.io import Transformer, load_image
+    rgb = RNG.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+    from PIL import Image
+    Image.fromarray(rgb).save(tmp_path / "x.png")
+    im = load_image(str(tmp_path / "x.png"))
+    assert im.shape == (6, 8, 3) and im.dtype == np.float32
+    np.testing.assert_allclose(im, rgb / 255.0, atol=1e-6)
+    t = Transformer({"data": (1, 3, 6, 8)})
+    t.set_transpose("data", (2, 0, 1))
+    t.set_channel_swap("data", (2, 1, 0))      # RGB -> BGR, as Caffe models expect
+    t.set_raw_scale("data", 255)
+    t.set_mean("data", np.array([104.0, 117.0, 123.0]))
+    x = t.preprocess("data", im)
+    expected = rgb.transpose(2, 0, 1)[::-1].astype(np.float32) - np.array([104, 117, 123.0])[:, None, None]
+    np.testing.assert_allclose(x, expected, atol=1e-3)
+    np.testing.assert_allclose(t.deprocess("data", x), im, atol=1e-6)
+    assert t.preprocess("data", np.zeros((12, 16, 3))).shape == (3, 6, 8)  # resized
+    with pytest.raises(ValueError, match="one value per input channel"):
+        t.set_mean("data", np.zeros(2))
