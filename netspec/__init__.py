@@ -1,6 +1,7 @@
 """netspec: Caffe's declarative deep-learning workflow in Python, with a pycaffe-shaped API."""
 from . import layers, params
 from .blob import Blob
+from .compat import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
 from .dsl import NetSpec
 from .errors import DataError, NetspecError, SpecError, WeightsError
 from .layers import Layer
@@ -13,7 +14,8 @@ _SOLVER_NAMES = ("get_solver", "Solver", "SGDSolver", "NesterovSolver", "AdaGrad
                  "RMSPropSolver", "AdaDeltaSolver", "AdamSolver")
 
 __all__ = ["Blob", "Layer", "Net", "NetSpec", "layers", "params", "TRAIN", "TEST", "register_layer", "layer_types",
-           "NetspecError", "SpecError", "DataError", "WeightsError", *_SOLVER_NAMES]
+           "NetspecError", "SpecError", "DataError", "WeightsError", "set_mode_cpu",
+           "set_mode_gpu", "set_device", "set_random_seed", *_SOLVER_NAMES]
 
 
 def __getattr__(name):

@@ -7,6 +7,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .blob import Blob, proto_array
+from .compat import default_rng
 from .errors import DataError, SpecError, WeightsError
 from .graph import filter_net, insert_splits
 from .log import logger
@@ -43,7 +44,7 @@ class Net:
         if self.phase not in (TRAIN, TEST):
             raise ValueError(f"phase must be netspec.TRAIN or netspec.TEST, got {phase!r}")
         self.dtype = np.dtype(dtype)
-        self.rng = rng if rng is not None else np.random.default_rng(seed)
+        self.rng = rng if rng is not None else default_rng(seed)
         param, self.source = read_net(model)
         if param.layers:
             logger.warning("%s uses Caffe's deprecated V1/V0 layer format: upgraded on load "

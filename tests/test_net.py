@@ -253,3 +253,20 @@ def test_backward_with_output_diffs_matches_softmax_jacobian():
     np.testing.assert_allclose(net.blobs["ip2"].diff, expected, atol=1e-12)
     with pytest.raises(KeyError, match="not an output"):
         net.backward(ip1=np.zeros((64, 500)))
+
+
+def test_pycaffe_process_settings(caplog):
+    import netspec.compat as compat
+    netspec.set_mode_cpu()
+    with caplog.at_level("WARNING", logger="netspec"):
+        netspec.set_mode_gpu()
+        netspec.set_device(0)
+    assert "no GPU backend" in caplog.text
+    try:
+        netspec.set_random_seed(7)
+        a, b = Net(SMALL, TRAIN), Net(SMALL, TRAIN)
+        np.testing.assert_array_equal(a.params["conv"][0].data, b.params["conv"][0].data)
+    finally:
+        compat._seed = None
+    c, d = Net(SMALL, TRAIN), Net(SMALL, TRAIN)
+    assert not np.array_equal(c.params["conv"][0].data, d.params["conv"][0].data)

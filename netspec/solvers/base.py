@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..blob import Blob
+from ..compat import default_rng
 from ..errors import SpecError, WeightsError
 from ..log import logger
 from ..net import TEST, TRAIN, Net
@@ -56,7 +57,7 @@ class Solver:
             raise SpecError(f"solver: {e}", file=self.file, line=line, field=field) from None
         self.dtype = np.dtype(dtype)
         seed = self.param.random_seed if self.param.random_seed >= 0 else None
-        self.rng = np.random.default_rng(seed)
+        self.rng = default_rng(seed)
         self.net = self._train_net()
         self.test_nets = self._test_nets()
         self.iter = 0
