@@ -375,3 +375,37 @@ def test_convert_imageset_and_compute_image_mean_commands(in_tmp):
     assert not (in_tmp / "db2").exists() and not (in_tmp / "db2.tmp").exists()
     r = invoke("compute-image-mean", "nodb", "m.binaryproto")
     assert r.exit_code == 1 and "data source 'nodb' not found" in r.output
+
+
+CAFFE_LOG = """I1008 10:19:24.118510  2312 solver.cpp:279] Solving LeNet
+I1008 10:19:24.118532  2312 solver.cpp:280] Learning Rate Policy: inv
+I1008 10:19:24.119196  2312 solver.cpp:337] Iteration 0, Testing net (#0)
+I1008 10:19:25.471832  2312 solver.cpp:404]     Test net output #0: accuracy = 0.0994
+I1008 10:19:25.471901  2312 solver.cpp:404]     Test net output #1: loss = 2.30941 (* 1 = 2.30941 loss)
+I1008 10:19:25.492187  2312 solver.cpp:228] Iteration 0, loss = 2.30723
+I1008 10:19:25.492236  2312 solver.cpp:244]     Train net output #0: loss = 2.30723 (* 1 = 2.30723 loss)
+I1008 10:19:25.492260  2312 sgd_solver.cpp:106] Iteration 0, lr = 0.01
+I1008 10:19:27.409457  2312 solver.cpp:228] Iteration 100, loss = 0.222346
+I1008 10:19:27.409507  2312 solver.cpp:244]     Train net output #0: loss = 0.222346 (* 1 = 0.222346 loss)
+I1008 10:19:27.409531  2312 sgd_solver.cpp:106] Iteration 100, lr = 0.00992565
+I1008 10:19:29.322512  2312 solver.cpp:337] Iteration 200, Testing net (#0)
+I1008 10:19:30.650112  2312 solver.cpp:404]     Test net output #0: accuracy = 0.9633
+I1008 10:19:30.650181  2312 solver.cpp:404]     Test net output #1: loss = 0.118924 (* 1 = 0.118924 loss)
+I1008 10:19:30.670089  2312 solver.cpp:228] Iteration 200, loss = 0.106532
+I1008 10:19:30.670142  2312 solver.cpp:244]     Train net output #0: loss = 0.106532 (* 1 = 0.106532 loss)
+I1008 10:19:30.670164  2312 sgd_solver.cpp:106] Iteration 200, lr = 0.00985258
+"""
+
+
+def test_parse_log_and_plot_read_caffes_own_log(in_tmp):
+    (in_tmp / "caffe.log").write_text(CAFFE_LOG)
+    r = invoke("parse-log", "caffe.log", ".")
+    assert r.exit_code == 0, r.output
+    train = (in_tmp / "caffe.log.train").read_text().splitlines()
+    test = (in_tmp / "caffe.log.test").read_text().splitlines()
+    assert train[1:] == ["0,1.373726,0.01,2.30723", "100,3.290997,0.00992565,0.222346",
+                         "200,6.551632,0.00985258,0.106532"]
+    assert test[0] == "NumIters,Seconds,LearningRate,accuracy,loss"
+    assert test[2] == "200,6.531602,0.00985258,0.9633,0.118924"
+    r = invoke("plot", "caffe.log", "-o", "c.png")
+    assert r.exit_code == 0 and "3 train and 2 test points" in r.output
