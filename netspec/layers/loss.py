@@ -13,6 +13,29 @@ from .common import softmax
 FLT_MIN = np.float32(np.finfo(np.float32).tiny)  # Caffe clamps p at FLT_MIN: loss <= 87.3365
 
 
+def normalization_mode(lp: pb.LossParameter, default: str) -> str:
+    """LossParameter's normalization, else the legacy `normalize` bool (VALID / BATCH_SIZE),
+    else the layer's Caffe default."""
+    if lp.HasField("normalization"):
+        return pb.LossParameter.NormalizationMode.Name(lp.normalization)
+    if lp.HasField("normalize"):
+        return "VALID" if lp.normalize else "BATCH_SIZE"
+    return default
+
+
+def normaliser(mode: str, outer: int, inner: int, valid: int) -> float:
+    """Caffe's get_normalizer: FULL, VALID, BATCH_SIZE or NONE, at least 1."""
+    value = {"FULL": outer * inner, "VALID": valid, "BATCH_SIZE": outer, "NONE": 1}[mode]
+    return max(1.0, float(value))
+
+
+def spec_normaliser(spec: pb.LayerParameter, outer: int, inner: int) -> float:
+    """The normaliser a layer's loss_param asks for; BATCH_SIZE when it names none (Caffe's
+    Euclidean, Hinge, MultinomialLogistic and Contrastive losses divide by the batch size)."""
+    mode = normalization_mode(spec.loss_param, "BATCH_SIZE")
+    return normaliser(mode, outer, inner, outer * inner)
+
+
 class SoftmaxLossView(ParamView):
     loss_param: pb.LossParameter
     softmax_param: pb.SoftmaxParameter
@@ -25,10 +48,7 @@ class SoftmaxLossView(ParamView):
         lp = self.loss_param
         if lp.HasField("ignore_label"):
             self.ignore_label = lp.ignore_label
-        if not lp.HasField("normalization") and lp.HasField("normalize"):
-            self.normalization = "VALID" if lp.normalize else "BATCH_SIZE"
-        else:
-            self.normalization = pb.LossParameter.NormalizationMode.Name(lp.normalization)
+        self.normalization = normalization_mode(lp, "VALID")
         self.axis = self.softmax_param.axis
         return self
 
@@ -79,10 +99,7 @@ class SoftmaxWithLoss(Layer):
         return np.where(valid, labels, 0), valid
 
     def _normaliser(self, valid_count):
-        mode = self.p.normalization
-        value = {"FULL": self.outer * self.inner, "VALID": valid_count,
-                 "BATCH_SIZE": self.outer, "NONE": 1}[mode]
-        return max(1.0, float(value))
+        return normaliser(self.p.normalization, self.outer, self.inner, valid_count)
 
     def forward(self, bottom, top):
         x = bottom[0].data
@@ -165,26 +182,6 @@ class Accuracy(Layer):
                                          where=per_class > 0)
 
 
-def normaliser(mode: str, outer: int, inner: int, valid: int) -> float:
-    """Caffe's get_normalizer: FULL, VALID, BATCH_SIZE or NONE, at least 1."""
-    value = {"FULL": outer * inner, "VALID": valid, "BATCH_SIZE": outer, "NONE": 1}[mode]
-    return max(1.0, float(value))
-
-
-def spec_normaliser(spec: pb.LayerParameter, outer: int, inner: int, valid: int | None = None,
-                    default: str = "BATCH_SIZE") -> float:
-    """The normaliser a layer's loss_param asks for; `default` when it names none (Caffe's
-    Euclidean, Hinge, MultinomialLogistic and Contrastive losses divide by the batch size)."""
-    lp = spec.loss_param
-    if lp.HasField("normalization"):
-        mode = pb.LossParameter.NormalizationMode.Name(lp.normalization)
-    elif lp.HasField("normalize"):
-        mode = "VALID" if lp.normalize else "BATCH_SIZE"
-    else:
-        mode = default
-    return normaliser(mode, outer, inner, outer * inner if valid is None else valid)
-
-
 class LossView(ParamView):
     loss_param: pb.LossParameter
     ignore_label: int | None = None
@@ -195,10 +192,7 @@ class LossView(ParamView):
         lp = self.loss_param
         if lp.HasField("ignore_label"):
             self.ignore_label = lp.ignore_label
-        if lp.HasField("normalization"):
-            self.normalization = pb.LossParameter.NormalizationMode.Name(lp.normalization)
-        elif lp.HasField("normalize"):
-            self.normalization = "VALID" if lp.normalize else "BATCH_SIZE"
+        self.normalization = normalization_mode(lp, "BATCH_SIZE")
         return self
 
 
