@@ -23,6 +23,11 @@ _NO_FIELD = re.compile(r'Message type "caffe\.(\w+)" has no field named "(\w+)"'
 
 def read_text(path: str | os.PathLike, message: pb_message.Message) -> pb_message.Message:
     """Parse a prototxt file into `message`; a syntax error names file, line, column, token."""
+    return read_spec(path, message)[0]
+
+
+def read_spec(path: str | os.PathLike, message: pb_message.Message):
+    """(message, Source): the file parsed, and its text kept for later errors' line numbers."""
     path = str(path)
     try:
         text = Path(path).read_text()
@@ -30,7 +35,7 @@ def read_text(path: str | os.PathLike, message: pb_message.Message) -> pb_messag
         raise SpecError("file not found", file=path) from None
     except (IsADirectoryError, UnicodeDecodeError) as e:
         raise SpecError(f"cannot read as a text spec ({e.__class__.__name__})", file=path) from None
-    return parse_text(text, message, file=path)
+    return parse_text(text, message, file=path), Source(path, text)
 
 
 def parse_text(text: str, message: pb_message.Message, file: str = "<string>") -> pb_message.Message:
@@ -142,7 +147,7 @@ def read_net(path_or_text, file: str | None = None) -> tuple[pb.NetParameter, So
     s = os.fspath(path_or_text)
     if ("\n" in s or "{" in s) and not os.path.exists(s):
         return parse_text(s, pb.NetParameter(), file=file or "<string>"), Source(file, s)
-    return read_text(s, pb.NetParameter()), Source(s, Path(s).read_text())
+    return read_spec(s, pb.NetParameter())
 
 
 def read_solver(path: str | os.PathLike) -> pb.SolverParameter:

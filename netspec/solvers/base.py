@@ -20,7 +20,7 @@ from ..net import TEST, TRAIN, Net
 from ..params import build_view
 from ..proto import netspec_pb2 as pb
 from ..snapshot import read_solverstate, snapshot_paths, write_solverstate
-from ..spec import Source, field_line, read_solver, resolve_path
+from ..spec import Source, field_line, read_spec, resolve_path
 from .lr_policy import learning_rate
 from .settings import SolverSettings
 
@@ -41,14 +41,13 @@ class Solver:
 
     def __init__(self, solver, dtype=np.float32, *, weights=None, max_iter: int | None = None):
         if isinstance(solver, pb.SolverParameter):
-            self.param, self.file, text = solver, None, None
+            self.param, self.file, self.source = solver, None, Source()
         else:
             self.file = os.fspath(solver)
-            self.param = read_solver(self.file)
-            text = Path(self.file).read_text()
+            self.param, self.source = read_spec(self.file, pb.SolverParameter())
+        text = self.source.text
         if max_iter is not None:
             self.param.max_iter = max_iter
-        self.source = Source(self.file, text)
         try:
             self.settings = build_view(SolverSettings, self.param)
         except ValueError as e:
