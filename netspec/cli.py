@@ -139,7 +139,7 @@ def test(
     """Score a model: Caffe's `caffe test --model=... --weights=... --iterations=N`."""
     from .log import logger
     from .net import TEST, Net
-    from .solvers.base import fmt
+    from .solvers.base import fmt, loss_suffix
     _setup_logging(log_file)
     if weights is None:
         logger.warning("no --weights given: testing the randomly initialised net")
@@ -159,8 +159,7 @@ def test(
     for name in net.outputs:
         weight = net.blob_loss_weight(name)
         for v in sums[name] / iterations:
-            extra = f" (* {fmt(weight)} = {fmt(weight * v)} loss)" if weight else ""
-            logger.info("%s = %s%s", name, fmt(v), extra)
+            logger.info("%s = %s%s", name, fmt(v), loss_suffix(weight, v))
 
 
 @app.command()

@@ -183,8 +183,8 @@ class Solver:
         for name in net.outputs:
             weight = net.blob_loss_weight(name)
             for v in np.ravel(values(name)):
-                extra = f" (* {fmt(weight)} = {fmt(weight * v)} loss)" if weight else ""
-                logger.info("    %s net output #%d: %s = %s%s", kind, k, name, fmt(v), extra)
+                logger.info("    %s net output #%d: %s = %s%s", kind, k, name, fmt(v),
+                            loss_suffix(weight, v))
                 k += 1
 
     def test_all(self) -> None:
@@ -304,3 +304,8 @@ class Solver:
 def fmt(x) -> str:
     """Numbers as Caffe's C++ streams print them (6 significant digits)."""
     return f"{float(x):.6g}"
+
+
+def loss_suffix(weight: float, value: float) -> str:
+    """Caffe's " (* w = w*v loss)" after an output that counts towards the loss."""
+    return f" (* {fmt(weight)} = {fmt(weight * value)} loss)" if weight else ""
