@@ -1,6 +1,10 @@
 """netspec: Caffe's declarative deep-learning workflow in Python, with a pycaffe-shaped API."""
-from . import layers, params
-from .blob import Blob
+from .threads import prepare_environment, set_threads
+
+prepare_environment()  # before numpy loads OpenBLAS (see threads.py)
+
+from . import layers, params  # noqa: E402
+from .blob import Blob  # noqa: E402
 from .compat import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
 from .dsl import NetSpec
 from .errors import DataError, NetspecError, SpecError, WeightsError
@@ -15,7 +19,7 @@ _SOLVER_NAMES = ("get_solver", "Solver", "SGDSolver", "NesterovSolver", "AdaGrad
 
 __all__ = ["Blob", "Layer", "Net", "NetSpec", "layers", "params", "TRAIN", "TEST", "register_layer", "layer_types",
            "NetspecError", "SpecError", "DataError", "WeightsError", "set_mode_cpu",
-           "set_mode_gpu", "set_device", "set_random_seed", *_SOLVER_NAMES]
+           "set_mode_gpu", "set_device", "set_random_seed", "set_threads", *_SOLVER_NAMES]
 
 
 def __getattr__(name):

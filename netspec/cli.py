@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from . import __version__
+from . import __version__, set_threads
 from .errors import NetspecError
 from .signals import SignalActions
 
@@ -59,6 +59,12 @@ def _setup_logging(log_file: Optional[str], console_level: int = logging.INFO) -
     configure(logging.INFO, sys.stdout, log_file, console_level)
 
 
+def _threads_option():
+    return typer.Option(None, "--threads", min=1,
+                        help="Threads for BLAS and the kernels [default: OMP_NUM_THREADS, else "
+                             "all cores].")
+
+
 def _is_net_spec(path: str) -> bool:
     try:
         text = Path(path).read_text()
@@ -92,6 +98,7 @@ def train(
             "auto", "--log-format",
             help="auto (a progress bar on a terminal, Caffe's log lines otherwise), rich or "
                  "caffe."),
+        threads: Optional[int] = _threads_option(),
 ):
     """Train a net: Caffe's `caffe train --solver=... [--snapshot=...|--weights=...]`."""
     from .log import logger
@@ -105,6 +112,7 @@ def train(
         raise NetspecError(f"--log-format must be auto, rich or caffe, got {log_format!r}")
     rich = log_format == "rich" or (log_format == "auto" and sys.stdout.isatty())
     _setup_logging(log_file, logging.WARNING if rich else logging.INFO)
+    set_threads(threads)
     spec = path
     if _is_net_spec(path):
         spec = default_solver(path)
@@ -135,12 +143,14 @@ def test(
         weights: Optional[str] = typer.Option(None, "--weights", help=".caffemodel to test."),
         iterations: int = typer.Option(50, "--iterations", min=1, help="Batches to run."),
         log_file: Optional[str] = typer.Option(None, "--log", help="Also write the log here."),
+        threads: Optional[int] = _threads_option(),
 ):
     """Score a model: Caffe's `caffe test --model=... --weights=... --iterations=N`."""
     from .log import logger
     from .net import TEST, Net
     from .solvers.base import fmt, loss_suffix
     _setup_logging(log_file)
+    set_threads(threads)
     if weights is None:
         logger.warning("no --weights given: testing the randomly initialised net")
     net = Net(model, TEST, weights=weights)
@@ -288,8 +298,10 @@ def time_(
         model: str = typer.Argument(..., metavar="SPEC", help="Net prototxt to time."),
         iterations: int = typer.Option(50, "--iterations", min=1, help="Passes to average."),
         phase: str = typer.Option("TRAIN", "--phase", help="TRAIN or TEST."),
+        threads: Optional[int] = _threads_option(),
 ):
     """Average forward / backward time per layer: Caffe's `caffe time --model=...`."""
+    set_threads(threads)
     from .net import TEST, TRAIN, Net
     from .timing import time_net
     if phase.upper() not in ("TRAIN", "TEST"):

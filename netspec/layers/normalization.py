@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
+from ..kernels import kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
@@ -247,6 +248,13 @@ class LRNView(ParamView):
         return self
 
 
+def clipped_extent(size: int, kernel: int, pad: int) -> np.ndarray:
+    """Length of each stride-1 window of `kernel` around every position, clipped to the padded
+    input (Caffe's AVE pooling divisor, which WITHIN_CHANNEL LRN is built from)."""
+    start = np.arange(size) - pad
+    return np.minimum(start + kernel, size + pad) - start
+
+
 @register_layer("LRN")
 class LRN(Layer):
     """Local response normalisation, Caffe's two regions:
@@ -262,41 +270,44 @@ class LRN(Layer):
         if bottom[0].data.ndim != 4:
             raise LayerSetupError(f"needs a 4-d (N, C, H, W) input, got {bottom[0].shape}")
         top[0].reshape(bottom[0].shape)
+        self.scale = np.empty(bottom[0].shape, dtype=self.dtype)
         if self.p.norm_region == "WITHIN_CHANNEL":
-            from .vision import Pooling
             n, (_, _, h, w) = self.p.local_size, bottom[0].shape
             pad = (n - 1) // 2
-            self.area = np.outer(Pooling._clipped_extent(h, n, 1, pad, h),
-                                 Pooling._clipped_extent(w, n, 1, pad, w))
+            self.area = np.outer(clipped_extent(h, n, pad), clipped_extent(w, n, pad))
 
     def _window_sum(self, v):
-        """Sum over the local window: channels (ACROSS) or n x n positions (WITHIN)."""
+        """Sum over the n x n window around each position (WITHIN_CHANNEL), zero-padded."""
         n, half = self.p.local_size, (self.p.local_size - 1) // 2
-        if self.p.norm_region == "ACROSS_CHANNELS":
-            c = np.cumsum(np.pad(v, ((0, 0), (half + 1, half), (0, 0), (0, 0))), axis=1)
-            return c[:, n:] - c[:, :-n]
         c = np.pad(v, ((0, 0), (0, 0), (half + 1, half), (half + 1, half)))
         c = np.cumsum(np.cumsum(c, axis=2), axis=3)
         return c[:, :, n:, n:] - c[:, :, :-n, n:] - c[:, :, n:, :-n] + c[:, :, :-n, :-n]
 
-    def _scale_args(self):
-        p = self.p
-        if p.norm_region == "ACROSS_CHANNELS":
-            return p.k, p.alpha / p.local_size
-        return 1.0, p.alpha / self.area
+    def _channels(self, a):
+        return a.reshape(*a.shape[:2], -1)
 
     def forward(self, bottom, top):
         x = bottom[0].data
         self.x = x.copy() if top[0] is bottom[0] else x
-        k, a = self._scale_args()
-        self.scale = k + a * self._window_sum(x * x)
-        top[0].data[...] = x * self.scale ** -self.p.beta
+        p = self.p
+        if p.norm_region == "ACROSS_CHANNELS":
+            kernels_for(x).lrn_across(self._channels(self.x), p.local_size, p.alpha / p.local_size,
+                                      p.k, p.beta, self._channels(self.scale),
+                                      self._channels(top[0].data))
+            return
+        self.scale[...] = 1.0 + p.alpha / self.area * self._window_sum(x * x)
+        top[0].data[...] = self.x * self.scale ** -p.beta
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        x, dy, s, beta = self.x, top[0].diff, self.scale, self.p.beta
-        _, a = self._scale_args()
+        p = self.p
+        x, dy, s, beta = self.x, top[0].diff, self.scale, p.beta
+        if p.norm_region == "ACROSS_CHANNELS":
+            kernels_for(x).lrn_across_grad(
+                self._channels(x), self._channels(dy), self._channels(s), p.local_size,
+                p.alpha / p.local_size, beta, self._channels(bottom[0].diff))
+            return
         # d/dx_j of x_i s_i^-beta: direct term, and every window i containing j through s_i
-        inner = dy * x * s ** (-beta - 1) * a
+        inner = dy * x * s ** (-beta - 1) * (p.alpha / self.area)
         bottom[0].diff[...] = dy * s ** -beta - 2 * beta * x * self._window_sum(inner)

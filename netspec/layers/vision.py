@@ -10,9 +10,14 @@ from ..blob import Blob
 from ..params import ParamView, spatial_pair
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
-from ._im2col import (col2im, conv_out_size, from_tap_major, im2col, pad_hw, tap_slices,
-                      to_tap_major)
+from ..kernels import kernels_for
 from .base import Layer, LayerSetupError
+
+
+def conv_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
+    """Output length of a convolution (floor rounding, as Caffe)."""
+    extent = dilation * (kernel - 1) + 1
+    return (size + 2 * pad - extent) // stride + 1
 
 
 class ConvolutionView(ParamView):
@@ -62,12 +67,18 @@ class ConvolutionView(ParamView):
         return self
 
 
+#: the largest im2col buffer a convolution keeps (elements); bigger batches run in chunks
+COL_ELEMENTS = 1 << 23
+
+
 @register_layer("Convolution")
 class Convolution(Layer):
     """Cross-correlation of (N, C, H, W) with (M, C/group, kh, kw) filters, plus bias.
 
-    im2col as a strided view, then one GEMM per group; backward is the three GEMMs of the seeds
-    (dW = dY col^T, db = sum dY, dcol = W^T dY) and col2im over the kernel taps."""
+    im2col into a buffer kept from `reshape`, then one GEMM per group over the whole chunk of
+    images (BLAS on the big matrices); backward is the three GEMMs of the seeds (dW = dY col^T,
+    db = sum dY, dcol = W^T dY) and col2im. Columns are Caffe's (C kh kw, N oh ow), so the
+    filters are the GEMM's left matrix as stored."""
     param_field = "convolution_param"
     Params = ConvolutionView
     summary = "2-D convolution (im2col + GEMM): num_output, kernel/stride/pad/dilation, group"
@@ -108,44 +119,95 @@ class Convolution(Layer):
                 field="kernel_size")
         self.out_hw = (oh, ow)
         top[0].reshape(n, p.num_output, oh, ow)
+        self.plan_columns(n, c, oh * ow, p.num_output)
+
+    # -- the column machinery, shared with Deconvolution (which runs it the other way) ----------
+    def plan_columns(self, n: int, channels: int, plane: int, outputs: int) -> None:
+        """Buffers for im2col of `channels` input channels over `plane` output positions and a
+        GEMM with `outputs` rows, for `self.chunk` images at a time."""
+        p = self.p
+        kh, kw = p.kernel
+        rows = channels * kh * kw
+        self.chunk = max(1, min(n, COL_ELEMENTS // max(1, rows * plane)))
+        self.col_buf = np.empty(rows * self.chunk * plane, dtype=self.dtype)
+        self.gemm_buf = np.empty(outputs * self.chunk * plane, dtype=self.dtype)
+        self.col_images = None  # (start, stop) of the images whose columns col_buf holds
+        self.no_bias = np.zeros(0, dtype=self.dtype)
+
+    def geometry(self, out_hw):
+        p = self.p
+        return (*p.kernel, *p.strides, *p.pads, *p.dilations, *out_hw)
+
+    def chunks(self, n: int):
+        for start in range(0, n, self.chunk):
+            yield start, min(n, start + self.chunk)
+
+    def columns(self, kernels, images, start, stop, out_hw) -> np.ndarray:
+        """im2col of images[start:stop] in col_buf (skipped when it already holds them)."""
+        rows = self.col_buf.size // (self.chunk * out_hw[0] * out_hw[1])
+        col = self.col_buf[:rows * (stop - start) * out_hw[0] * out_hw[1]].reshape(rows, -1)
+        if self.col_images != (start, stop):
+            kernels.im2col(images[start:stop], *self.geometry(out_hw), col)
+            self.col_images = (start, stop)
+        return col
+
+    @staticmethod
+    def grouped_matmul(a, b, out, groups, transpose_a=False):
+        """out = a @ b (or a^T @ b) group by group: a (G, i, j), b and out split by rows."""
+        bg, og = b.shape[0] // groups, out.shape[0] // groups
+        for g in range(groups):
+            np.matmul(a[g].T if transpose_a else a[g], b[g * bg:(g + 1) * bg],
+                      out=out[g * og:(g + 1) * og])
+
+    @staticmethod
+    def add_grouped_outer(out, a, b, groups):
+        """out (G, i, j) += a_g @ b_g^T, a and b split by rows into groups (a weight gradient)."""
+        ag, bg = a.shape[0] // groups, b.shape[0] // groups
+        for g in range(groups):
+            out[g] += a[g * ag:(g + 1) * ag] @ b[g * bg:(g + 1) * bg].T
 
     def forward(self, bottom, top):
         p = self.p
         x = bottom[0].data
-        n = x.shape[0]
-        xp = pad_hw(x, p.pads[0], p.pads[1], p.pads[0], p.pads[1])
-        cn = np.ascontiguousarray(xp.transpose(1, 0, 2, 3))  # (C, N, H, W): taps copy rows
-        self.col = im2col(cn, p.kernel, p.strides, p.dilations, self.out_hw, p.group).reshape(
-            p.group, -1, n * self.out_hw[0] * self.out_hw[1])
-        self.wt = to_tap_major(self.blobs[0].data, p.group)  # (group, M/group, kh*kw*C/group)
-        y = np.empty((p.group, self.wt.shape[1], self.col.shape[2]), dtype=x.dtype)
-        for g in range(p.group):  # one 2-D GEMM per group (BLAS; stacked matmul is not)
-            np.matmul(self.wt[g], self.col[g], out=y[g])
-        y = y.reshape(p.num_output, n, *self.out_hw)
-        if p.bias_term:
-            y += self.blobs[1].data[:, None, None, None]
-        top[0].data[...] = y.transpose(1, 0, 2, 3)
+        kernels = kernels_for(x)
+        plane = self.out_hw[0] * self.out_hw[1]
+        w = self.blobs[0].data.reshape(p.group, p.num_output // p.group, -1)
+        bias = self.blobs[1].data if p.bias_term else self.no_bias
+        y = top[0].data.reshape(x.shape[0], p.num_output, plane)
+        self.col_images = None
+        for start, stop in self.chunks(x.shape[0]):
+            col = self.columns(kernels, x, start, stop, self.out_hw)
+            if stop - start == 1:  # one image: the GEMM result is already (M, oh ow)
+                self.grouped_matmul(w, col, y[start], p.group)
+                if p.bias_term:
+                    kernels.add_bias(y[start:stop], bias)
+            else:
+                out = self.gemm_buf[:p.num_output * col.shape[1]].reshape(p.num_output, -1)
+                self.grouped_matmul(w, col, out, p.group)
+                kernels.cols_to_images(out, bias, y[start:stop])
 
     def backward(self, top, propagate_down, bottom):
         p = self.p
-        n, c, h, w_ = bottom[0].shape
-        mg = p.num_output // p.group
-        dy = np.ascontiguousarray(top[0].diff.transpose(1, 0, 2, 3)).reshape(p.group, mg, -1)
-        weight = self.blobs[0]
-        dwt = np.empty_like(self.wt)
-        for g in range(p.group):
-            np.matmul(dy[g], self.col[g].T, out=dwt[g])
-        weight.diff += from_tap_major(dwt, weight.shape)
+        x = bottom[0].data
+        kernels = kernels_for(x)
+        n, plane = x.shape[0], self.out_hw[0] * self.out_hw[1]
+        dy = top[0].diff.reshape(n, p.num_output, plane)
         if p.bias_term:
-            self.blobs[1].diff += dy.reshape(p.num_output, -1).sum(axis=1)
-        if propagate_down[0]:
-            dcol = np.empty_like(self.col)  # group, kh*kw*C/group, N*oh*ow
-            for g in range(p.group):
-                np.matmul(self.wt[g].T, dy[g], out=dcol[g])
-            dcol = dcol.reshape(p.group, *p.kernel, c // p.group, n, *self.out_hw)
-            (ph, pw) = p.pads
-            dx = col2im(dcol, (h + 2 * ph, w_ + 2 * pw), p.strides, p.dilations)
-            bottom[0].diff[...] = dx[:, :, ph:ph + h, pw:pw + w_].transpose(1, 0, 2, 3)
+            kernels.add_channel_sums(dy, self.blobs[1].diff)
+        w = self.blobs[0].data.reshape(p.group, p.num_output // p.group, -1)
+        dw = self.blobs[0].diff.reshape(w.shape)
+        for start, stop in self.chunks(n):
+            if stop - start == 1:
+                dy_cols = dy[start]
+            else:
+                dy_cols = self.gemm_buf[:dy[start:stop].size].reshape(p.num_output, -1)
+                kernels.images_to_cols(dy[start:stop], dy_cols)
+            col = self.columns(kernels, x, start, stop, self.out_hw)
+            self.add_grouped_outer(dw, dy_cols, col, p.group)
+            if propagate_down[0]:  # dcol = W^T dY, written over the columns (no longer needed)
+                self.grouped_matmul(w, dy_cols, col, p.group, transpose_a=True)
+                self.col_images = None
+                kernels.col2im(col, *self.geometry(self.out_hw), bottom[0].diff[start:stop])
 
 
 @register_layer("Deconvolution")
@@ -172,47 +234,58 @@ class Deconvolution(Convolution):
         self.out_hw = tuple(out)
         self.in_hw = (h, w)
         top[0].reshape(n, p.num_output, *out)
+        self.plan_columns(n, p.num_output, h * w, c)
 
     def forward(self, bottom, top):
         p = self.p
         x = bottom[0].data
+        kernels = kernels_for(x)
         n, c = x.shape[:2]
-        mg = p.num_output // p.group
-        xg = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(p.group, c // p.group, -1)
-        self.wt = to_tap_major(self.blobs[0].data, p.group)  # g, C/g, kh*kw*M/g
-        col = np.empty((p.group, self.wt.shape[2], xg.shape[2]), dtype=x.dtype)
-        for g in range(p.group):
-            np.matmul(self.wt[g].T, xg[g], out=col[g])
-        col = col.reshape(p.group, *p.kernel, mg, n, *self.in_hw)
-        (ph, pw), (oh, ow) = p.pads, self.out_hw
-        y = col2im(col, (oh + 2 * ph, ow + 2 * pw), p.strides, p.dilations)[
-            :, :, ph:ph + oh, pw:pw + ow]
+        plane = self.in_hw[0] * self.in_hw[1]
+        w = self.blobs[0].data.reshape(p.group, c // p.group, -1)
+        xs = x.reshape(n, c, plane)
+        rows = p.num_output * p.kernel[0] * p.kernel[1]
+        for start, stop in self.chunks(n):
+            if stop - start == 1:
+                x_cols = xs[start]
+            else:
+                x_cols = self.gemm_buf[:xs[start:stop].size].reshape(c, -1)
+                kernels.images_to_cols(xs[start:stop], x_cols)
+            col = self.col_buf[:rows * x_cols.shape[1]].reshape(rows, -1)
+            self.grouped_matmul(w, x_cols, col, p.group, transpose_a=True)
+            kernels.col2im(col, *self.geometry(self.in_hw), top[0].data[start:stop])
         if p.bias_term:
-            y = y + self.blobs[1].data[:, None, None, None]
-        top[0].data[...] = y.transpose(1, 0, 2, 3)
+            kernels.add_bias(top[0].data.reshape(n, p.num_output, -1), self.blobs[1].data)
 
     def backward(self, top, propagate_down, bottom):
         p = self.p
         x = bottom[0].data
+        kernels = kernels_for(x)
         n, c = x.shape[:2]
         dy = top[0].diff
         if p.bias_term:
-            self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
-        (ph, pw) = p.pads
-        dyp = np.ascontiguousarray(pad_hw(dy, ph, pw, ph, pw).transpose(1, 0, 2, 3))
-        dcol = im2col(dyp, p.kernel, p.strides, p.dilations, self.in_hw, p.group).reshape(
-            p.group, -1, n * self.in_hw[0] * self.in_hw[1])  # g, kh*kw*M/g, N*H*W
-        xg = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(p.group, c // p.group, -1)
-        weight = self.blobs[0]
-        dwt = np.empty_like(self.wt)
-        for g in range(p.group):
-            np.matmul(xg[g], dcol[g].T, out=dwt[g])
-        weight.diff += from_tap_major(dwt, weight.shape)
-        if propagate_down[0]:
-            dx = np.empty_like(xg)
-            for g in range(p.group):
-                np.matmul(self.wt[g], dcol[g], out=dx[g])
-            bottom[0].diff[...] = dx.reshape(c, n, *self.in_hw).transpose(1, 0, 2, 3)
+            kernels.add_channel_sums(dy.reshape(n, p.num_output, -1), self.blobs[1].diff)
+        plane = self.in_hw[0] * self.in_hw[1]
+        w = self.blobs[0].data.reshape(p.group, c // p.group, -1)
+        dw = self.blobs[0].diff.reshape(w.shape)
+        xs = x.reshape(n, c, plane)
+        dx = bottom[0].diff.reshape(n, c, plane)
+        self.col_images = None
+        for start, stop in self.chunks(n):
+            dcol = self.columns(kernels, dy, start, stop, self.in_hw)
+            self.col_images = None
+            if stop - start == 1:
+                x_cols = xs[start]
+            else:
+                x_cols = self.gemm_buf[:xs[start:stop].size].reshape(c, -1)
+                kernels.images_to_cols(xs[start:stop], x_cols)
+            self.add_grouped_outer(dw, x_cols, dcol, p.group)
+            if propagate_down[0]:
+                if stop - start == 1:
+                    self.grouped_matmul(w, dcol, dx[start], p.group)
+                else:
+                    self.grouped_matmul(w, dcol, x_cols, p.group)
+                    kernels.cols_to_images(x_cols, self.no_bias, dx[start:stop])
 
 
 @register_layer("Im2col")
@@ -237,24 +310,23 @@ class Im2col(Convolution):
             raise LayerSetupError("kernel is larger than the padded input", field="kernel_size")
         self.out_hw = (oh, ow)
         top[0].reshape(n, c * p.kernel[0] * p.kernel[1], oh, ow)
+        self.rows = c * p.kernel[0] * p.kernel[1]
+        self.col = np.empty((self.rows, n * oh * ow), dtype=self.dtype)
 
     def forward(self, bottom, top):
-        p = self.p
-        xp = pad_hw(bottom[0].data, p.pads[0], p.pads[1], p.pads[0], p.pads[1])
-        col = im2col(np.ascontiguousarray(xp.transpose(1, 0, 2, 3)), p.kernel, p.strides,
-                     p.dilations, self.out_hw)[0]  # kh, kw, C, N, oh, ow
-        top[0].data[...] = col.transpose(3, 2, 0, 1, 4, 5).reshape(top[0].shape)
+        x = bottom[0].data
+        kernels = kernels_for(x)
+        kernels.im2col(x, *self.geometry(self.out_hw), self.col)
+        kernels.cols_to_images(self.col, np.zeros(0, self.dtype),
+                               top[0].data.reshape(x.shape[0], self.rows, -1))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        p = self.p
-        n, c, h, w = bottom[0].shape
-        col = top[0].diff.reshape(n, c, *p.kernel, *self.out_hw).transpose(2, 3, 1, 0, 4, 5)
-        (ph, pw) = p.pads
-        dx = col2im(np.ascontiguousarray(col)[None], (h + 2 * ph, w + 2 * pw), p.strides,
-                    p.dilations)
-        bottom[0].diff[...] = dx[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
+        n = bottom[0].shape[0]
+        kernels = kernels_for(bottom[0].data)
+        kernels.images_to_cols(top[0].diff.reshape(n, self.rows, -1), self.col)
+        kernels.col2im(self.col, *self.geometry(self.out_hw), bottom[0].diff)
 
 
 class PoolingView(ParamView):
@@ -339,137 +411,44 @@ class Pooling(Layer):
                                   f"{h + 2 * ph}x{w + 2 * pw}", field="kernel_size")
         oh, ow = pooled_size(h, kh, sh, ph, ceil), pooled_size(w, kw, sw, pw, ceil)
         self.out_hw = (oh, ow)
-        # windows that tile the input exactly: pool by reshaping instead of by taps
-        self.tiled = (sh, sw) == (kh, kw) and (ph, pw) == (0, 0) and h == oh * kh and \
-            w == ow * kw and p.pool != "STOCHASTIC"
-        # padded extent that every window fits in (windows may run past the bottom/right pad)
-        self.padded = (max(h + 2 * ph, (oh - 1) * sh + kh), max(w + 2 * pw, (ow - 1) * sw + kw))
         top[0].reshape(n, c, oh, ow)
         if len(top) > 1:
             if p.pool != "MAX":
                 raise LayerSetupError("a second (mask) top needs pool: MAX")
             top[1].reshape(n, c, oh, ow)
-        if p.pool == "AVE":
-            self.area = np.outer(self._clipped_extent(h, kh, sh, ph, oh),
-                                 self._clipped_extent(w, kw, sw, pw, ow)).astype(self.dtype)
+        # MAX and STOCHASTIC (TRAIN) remember the flat input index h * W + w each output took
+        self.mask = np.zeros((n, c, oh, ow), dtype=np.int32)
 
-    @staticmethod
-    def _clipped_extent(size, kernel, stride, pad, out):
-        start = np.arange(out) * stride - pad
-        return np.minimum(start + kernel, size + pad) - start
-
-    def _taps(self):
-        return enumerate(tap_slices(self.kernel, self.p.strides, (1, 1), self.out_hw))
-
-    def _padded(self, x, fill):
-        (h, w), (ph, pw) = x.shape[2:], self.p.pads
-        return pad_hw(x, ph, pw, self.padded[0] - h - ph, self.padded[1] - w - pw, fill)
-
-    def _tiles(self, x):
-        """(N, C, oh, ow, kh*kw) copy of the windows, tap order i * kw + j (tiled case)."""
-        n, c = x.shape[:2]
-        (oh, ow), (kh, kw) = self.out_hw, self.kernel
-        return x.reshape(n, c, oh, kh, ow, kw).transpose(0, 1, 2, 4, 3, 5).reshape(
-            n, c, oh, ow, kh * kw)
-
-    def _untile(self, v, shape):
-        n, c, h, w = shape
-        (oh, ow), (kh, kw) = self.out_hw, self.kernel
-        return v.reshape(n, c, oh, ow, kh, kw).transpose(0, 1, 2, 4, 3, 5).reshape(shape)
+    def window(self):
+        return (*self.kernel, *self.p.strides)
 
     def forward(self, bottom, top):
-        x = bottom[0].data
-        if self.tiled:
-            v = self._tiles(x)
-            if self.p.pool == "MAX":
-                self.argmax = v.argmax(axis=-1)  # first maximum in scan order, as Caffe
-                top[0].data[...] = np.take_along_axis(v, self.argmax[..., None], -1)[..., 0]
-                if len(top) > 1:
-                    top[1].data[...] = self._mask_index(x.shape[3])
-            else:
-                top[0].data[...] = v.mean(axis=-1)
-        elif self.p.pool == "MAX":
-            xp = self._padded(x, -np.inf)
-            best = argmax = None
-            for t, (_, _, (rows, cols)) in self._taps():
-                v = xp[:, :, rows, cols]
-                if best is None:
-                    best, argmax = v.copy(), np.zeros(v.shape, dtype=np.int32)
-                else:
-                    better = v > best  # strict: the first maximum in scan order wins (Caffe)
-                    np.copyto(best, v, where=better)
-                    np.copyto(argmax, t, where=better)
-            self.argmax = argmax
-            top[0].data[...] = best
+        x, y = bottom[0].data, top[0].data
+        kernels = kernels_for(x)
+        pads = self.p.pads
+        if self.p.pool == "MAX":
+            kernels.max_pool(x, *self.window(), *pads, y, self.mask)
             if len(top) > 1:
-                top[1].data[...] = self._mask_index(x.shape[3])
+                top[1].data[...] = self.mask  # Caffe's mask top: the argmax's flat index
         elif self.p.pool == "AVE":
-            xp = self._padded(x, 0.0)
-            total = np.zeros(top[0].shape, dtype=x.dtype)
-            for _, (_, _, (rows, cols)) in self._taps():
-                total += xp[:, :, rows, cols]
-            top[0].data[...] = total / self.area
+            kernels.ave_pool(x, *self.window(), *pads, y)
+        elif self.phase == 0:  # STOCHASTIC, TRAIN: one random draw per output
+            kernels.stochastic_pool_train(x, *self.window(), self.rng.random(y.shape), y,
+                                          self.mask)
         else:
-            top[0].data[...] = self._stochastic(self._padded(x, 0.0))
-
-    def _stochastic(self, xp):
-        """TRAIN: the first tap whose running sum reaches u * sum (u uniform), as Caffe;
-        TEST: sum(x^2) / sum(x) (0 where the window sums to 0)."""
-        values = [xp[:, :, rows, cols] for _, (_, _, (rows, cols)) in self._taps()]
-        total = sum(values)
-        if self.phase == 0:
-            threshold = self.rng.random(total.shape) * total
-            running = np.zeros_like(total)
-            picked = np.zeros_like(total)
-            self.argmax = np.full(total.shape, -1, dtype=np.int32)
-            for t, v in enumerate(values):
-                running += v
-                take = (self.argmax < 0) & (running >= threshold)
-                np.copyto(self.argmax, t, where=take)
-                np.copyto(picked, v, where=take)
-            return picked
-        self.total, self.values = total, values
-        squares = sum(v * v for v in values)
-        return np.divide(squares, total, out=np.zeros_like(total), where=total > 0)
-
-    def _mask_index(self, width):
-        """Caffe's mask top: the argmax as a flat index h * W + w into the input plane."""
-        kw = self.kernel[1]
-        (sh, sw), (ph, pw) = self.p.strides, self.p.pads
-        oh, ow = self.out_hw
-        hh = np.arange(oh)[:, None] * sh - ph + self.argmax // kw
-        ww = np.arange(ow)[None, :] * sw - pw + self.argmax % kw
-        return hh * width + ww
+            kernels.stochastic_pool_test(x, *self.window(), y)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        n, c, h, w = bottom[0].shape
-        dy = top[0].diff
-        kk = self.kernel[0] * self.kernel[1]
-        if self.tiled:
-            if self.p.pool == "MAX":
-                grad = np.zeros((*dy.shape, kk), dtype=dy.dtype)
-                np.put_along_axis(grad, self.argmax[..., None], dy[..., None], -1)
-            else:
-                grad = np.broadcast_to((dy / kk)[..., None], (*dy.shape, kk))
-            bottom[0].diff[...] = self._untile(grad, bottom[0].shape)
-            return
-        dxp = np.zeros((n, c, *self.padded), dtype=dy.dtype)
+        x, dy, dx = bottom[0].data, top[0].diff, bottom[0].diff
+        kernels = kernels_for(x)
         if self.p.pool == "MAX" or (self.p.pool == "STOCHASTIC" and self.phase == 0):
-            for t, (_, _, (rows, cols)) in self._taps():
-                dxp[:, :, rows, cols] += np.where(self.argmax == t, dy, 0)
-        elif self.p.pool == "STOCHASTIC":  # d(sum v^2 / sum v)/dv = (2 v - y) / sum v
-            y = top[0].data
-            safe = np.where(self.total > 0, self.total, 1)
-            for (_, (_, _, (rows, cols))), v in zip(self._taps(), self.values):
-                dxp[:, :, rows, cols] += np.where(self.total > 0, dy * (2 * v - y) / safe, 0)
+            kernels.scatter_pool_grad(dy, self.mask, dx)
+        elif self.p.pool == "AVE":
+            kernels.ave_pool_grad(dy, *self.window(), *self.p.pads, dx)
         else:
-            share = dy / self.area
-            for _, (_, _, (rows, cols)) in self._taps():
-                dxp[:, :, rows, cols] += share
-        ph, pw = self.p.pads
-        bottom[0].diff[...] = dxp[:, :, ph:ph + h, pw:pw + w]
+            kernels.stochastic_pool_test_grad(x, top[0].data, dy, *self.window(), dx)
 
 
 class SPPView(ParamView):

@@ -1,0 +1,29 @@
+"""Kernels: HOW the hot loops run, one place per device (DESIGN.md "Devices and kernels").
+
+Layers state WHAT they compute and call `kernels_for(array)` for the loops numpy cannot run at
+memory speed; `cpu` holds the numba versions, and a GPU module will stand beside it with the
+same function names. numba is imported on first use, so commands that run no net never pay
+for it."""
+from __future__ import annotations
+
+import numpy as np
+
+_cpu = None
+
+
+def kernels_for(x: np.ndarray):
+    """The kernel module for the device that holds x (numpy arrays: the CPU kernels)."""
+    global _cpu
+    if _cpu is None:
+        from ..threads import configure_once
+        from . import cpu
+        configure_once()
+        _cpu = cpu
+    return _cpu
+
+
+def flat(a: np.ndarray) -> np.ndarray:
+    """A 1-d view of a C-contiguous array (kernels write through it, so never a copy)."""
+    if not a.flags.c_contiguous:
+        raise ValueError("kernel arrays must be C-contiguous")
+    return a.reshape(-1)

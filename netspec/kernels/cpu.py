@@ -1,0 +1,447 @@
+"""CPU kernels: the loops numpy cannot run at memory speed, compiled by numba.
+
+Every kernel is a pure function of arrays and ints that writes into arrays the caller owns
+(buffers a layer allocated in `reshape`). Parallel loops (`prange`) split only over outputs
+that no other iteration touches, and every sum runs in a fixed order: results do not depend on
+the number of threads or on their timing, so seeded runs stay bit-identical.
+
+Layouts follow Caffe: images (N, C, H, W); columns (C * kh * kw, N * oh * ow) with rows ordered
+channel, kernel row, kernel column, so filters (M, C, kh, kw) are the GEMM's (M, C kh kw) as
+stored."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+_jit = njit(parallel=True, cache=True, nogil=True)
+_serial = njit(cache=True, nogil=True)
+
+
+@_serial
+def _valid_range(out, stride, offset, size):
+    """Output positions o in [lo, hi) whose input o * stride + offset lies in [0, size)."""
+    lo = 0
+    if offset < 0:
+        lo = (-offset + stride - 1) // stride
+    hi = 0
+    if size - offset > 0:
+        hi = (size - offset + stride - 1) // stride
+    hi = min(hi, out)
+    return lo, max(lo, hi)
+
+
+# -- convolution: im2col / col2im and the (M, N*P) <-> (N, M, P) moves around the GEMM ----------
+@_jit
+def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col):
+    """x (N, C, H, W) -> col (C kh kw, N oh ow); positions in the padding read 0."""
+    n, c, h, w = x.shape
+    plane = oh * ow
+    for r in prange(c * kh * kw):
+        ch = r // (kh * kw)
+        i = (r // kw) % kh
+        j = r % kw
+        xlo, xhi = _valid_range(ow, sw, j * dw - pw, w)
+        for b in range(n):
+            base = b * plane
+            for y in range(oh):
+                o = base + y * ow
+                hy = y * sh - ph + i * dh
+                if hy < 0 or hy >= h:
+                    for q in range(ow):
+                        col[r, o + q] = 0
+                    continue
+                for q in range(xlo):
+                    col[r, o + q] = 0
+                for q in range(xlo, xhi):
+                    col[r, o + q] = x[b, ch, hy, q * sw - pw + j * dw]
+                for q in range(xhi, ow):
+                    col[r, o + q] = 0
+
+
+@_jit
+def col2im(col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
+    """Adjoint of im2col: dx (N, C, H, W) = the sum of every column entry at its pixel."""
+    n, c, h, w = dx.shape
+    plane = oh * ow
+    for t in prange(n * c):
+        b = t // c
+        ch = t % c
+        for hy in range(h):
+            for wx in range(w):
+                dx[b, ch, hy, wx] = 0
+        base = b * plane
+        for i in range(kh):
+            for j in range(kw):
+                r = (ch * kh + i) * kw + j
+                xlo, xhi = _valid_range(ow, sw, j * dw - pw, w)
+                for y in range(oh):
+                    hy = y * sh - ph + i * dh
+                    if hy < 0 or hy >= h:
+                        continue
+                    o = base + y * ow
+                    for q in range(xlo, xhi):
+                        dx[b, ch, hy, q * sw - pw + j * dw] += col[r, o + q]
+
+
+@_jit
+def cols_to_images(y, bias, out):
+    """GEMM result y (M, N*P) -> out (N, M, P), adding bias[m] (an empty bias adds nothing)."""
+    n, m, plane = out.shape
+    has_bias = bias.shape[0] > 0
+    for t in prange(n * m):
+        b = t // m
+        k = t % m
+        add = bias[k] if has_bias else 0
+        for p in range(plane):
+            out[b, k, p] = y[k, b * plane + p] + add
+
+
+@_jit
+def images_to_cols(x, out):
+    """x (N, M, P) -> out (M, N*P): the GEMM layout of a top diff."""
+    n, m, plane = x.shape
+    for k in prange(m):
+        for b in range(n):
+            for p in range(plane):
+                out[k, b * plane + p] = x[b, k, p]
+
+
+@_jit
+def add_channel_sums(x, out):
+    """out[m] += sum over n, p of x (N, M, P), summed in float64 in a fixed order (bias grads)."""
+    n, m, plane = x.shape
+    for k in prange(m):
+        total = 0.0
+        for b in range(n):
+            for p in range(plane):
+                total += x[b, k, p]
+        out[k] += total
+
+
+@_jit
+def add_bias(x, bias):
+    """x (N, M, P) += bias[m], in place."""
+    n, m, plane = x.shape
+    for t in prange(n * m):
+        add = bias[t % m]
+        for p in range(plane):
+            x[t // m, t % m, p] += add
+
+
+# -- pooling -------------------------------------------------------------------------------------
+@_jit
+def max_pool(x, kh, kw, sh, sw, ph, pw, y, mask):
+    """Max of each window (clipped to the input); mask = the flat index h * W + w of the first
+    maximum in scan order (Caffe's argmax)."""
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for t in prange(n * c):
+        b = t // c
+        ch = t % c
+        for py in range(oh):
+            hs = py * sh - ph
+            he = min(hs + kh, h)
+            hs = max(hs, 0)
+            for px in range(ow):
+                ws = px * sw - pw
+                we = min(ws + kw, w)
+                ws = max(ws, 0)
+                if hs >= he or ws >= we:  # a ceil-rounded window wholly past the input
+                    y[b, ch, py, px] = -np.inf
+                    mask[b, ch, py, px] = -1
+                    continue
+                best = x[b, ch, hs, ws]
+                arg = hs * w + ws
+                for hy in range(hs, he):
+                    for wx in range(ws, we):
+                        v = x[b, ch, hy, wx]
+                        if v > best:
+                            best = v
+                            arg = hy * w + wx
+                y[b, ch, py, px] = best
+                mask[b, ch, py, px] = arg
+
+
+@_jit
+def scatter_pool_grad(dy, mask, dx):
+    """dx (N, C, H, W) = each dy added at the input position its mask names (MAX, STOCHASTIC)."""
+    n, c, h, w = dx.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    for t in prange(n * c):
+        b = t // c
+        ch = t % c
+        for hy in range(h):
+            for wx in range(w):
+                dx[b, ch, hy, wx] = 0
+        for py in range(oh):
+            for px in range(ow):
+                k = mask[b, ch, py, px]
+                if k >= 0:
+                    dx[b, ch, k // w, k % w] += dy[b, ch, py, px]
+
+
+@_serial
+def _ave_window(p, stride, pad, kernel, size):
+    """Caffe's AVE window: start, end clipped to the input, and the divisor (the window
+    clipped to the padded input)."""
+    start = p * stride - pad
+    end = min(start + kernel, size + pad)
+    extent = end - start
+    return max(start, 0), min(end, size), extent
+
+
+@_jit
+def ave_pool(x, kh, kw, sh, sw, ph, pw, y):
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for t in prange(n * c):
+        b = t // c
+        ch = t % c
+        for py in range(oh):
+            hs, he, ah = _ave_window(py, sh, ph, kh, h)
+            for px in range(ow):
+                ws, we, aw = _ave_window(px, sw, pw, kw, w)
+                total = x.dtype.type(0)
+                for hy in range(hs, he):
+                    for wx in range(ws, we):
+                        total += x[b, ch, hy, wx]
+                y[b, ch, py, px] = total / (ah * aw) if ah > 0 and aw > 0 else 0
+
+
+@_jit
+def ave_pool_grad(dy, kh, kw, sh, sw, ph, pw, dx):
+    n, c, h, w = dx.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    for t in prange(n * c):
+        b = t // c
+        ch = t % c
+        for hy in range(h):
+            for wx in range(w):
+                dx[b, ch, hy, wx] = 0
+        for py in range(oh):
+            hs, he, ah = _ave_window(py, sh, ph, kh, h)
+            for px in range(ow):
+                ws, we, aw = _ave_window(px, sw, pw, kw, w)
+                if ah <= 0 or aw <= 0:
+                    continue
+                share = dy[b, ch, py, px] / (ah * aw)
+                for hy in range(hs, he):
+                    for wx in range(ws, we):
+                        dx[b, ch, hy, wx] += share
+
+
+@_jit
+def stochastic_pool_train(x, kh, kw, sh, sw, u, y, mask):
+    """TRAIN: in each window, the first position whose running sum reaches u * sum (u uniform
+    in [0, 1), one per output); mask holds its flat index, y its value."""
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for t in prange(n * c):
+        b = t // c
+        ch = t % c
+        for py in range(oh):
+            hs = py * sh
+            he = min(hs + kh, h)
+            for px in range(ow):
+                ws = px * sw
+                we = min(ws + kw, w)
+                total = x.dtype.type(0)
+                for hy in range(hs, he):
+                    for wx in range(ws, we):
+                        total += x[b, ch, hy, wx]
+                threshold = u[b, ch, py, px] * total
+                running = x.dtype.type(0)
+                arg = -1
+                for hy in range(hs, he):
+                    for wx in range(ws, we):
+                        running += x[b, ch, hy, wx]
+                        if arg < 0 and running >= threshold:
+                            arg = hy * w + wx
+                if arg < 0 and hs < he and ws < we:  # a NaN sum: the window's first position
+                    arg = hs * w + ws
+                mask[b, ch, py, px] = arg
+                y[b, ch, py, px] = x[b, ch, arg // w, arg % w] if arg >= 0 else 0
+
+
+@_jit
+def stochastic_pool_test(x, kh, kw, sh, sw, y):
+    """TEST: each window's values weighted by themselves, sum(x^2) / sum(x) (0 if the sum is 0)."""
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for t in prange(n * c):
+        b = t // c
+        ch = t % c
+        for py in range(oh):
+            hs = py * sh
+            he = min(hs + kh, h)
+            for px in range(ow):
+                ws = px * sw
+                we = min(ws + kw, w)
+                total = x.dtype.type(0)
+                squares = x.dtype.type(0)
+                for hy in range(hs, he):
+                    for wx in range(ws, we):
+                        v = x[b, ch, hy, wx]
+                        total += v
+                        squares += v * v
+                y[b, ch, py, px] = squares / total if total > 0 else 0
+
+
+@_jit
+def stochastic_pool_test_grad(x, y, dy, kh, kw, sh, sw, dx):
+    """Gradient of sum(x^2) / sum(x): (2 x - y) / sum(x) for each window with a positive sum."""
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for t in prange(n * c):
+        b = t // c
+        ch = t % c
+        for hy in range(h):
+            for wx in range(w):
+                dx[b, ch, hy, wx] = 0
+        for py in range(oh):
+            hs = py * sh
+            he = min(hs + kh, h)
+            for px in range(ow):
+                ws = px * sw
+                we = min(ws + kw, w)
+                total = x.dtype.type(0)
+                for hy in range(hs, he):
+                    for wx in range(ws, we):
+                        total += x[b, ch, hy, wx]
+                if not total > 0:
+                    continue
+                g = dy[b, ch, py, px] / total
+                out = y[b, ch, py, px]
+                for hy in range(hs, he):
+                    for wx in range(ws, we):
+                        dx[b, ch, hy, wx] += g * (2 * x[b, ch, hy, wx] - out)
+
+
+# -- element-wise --------------------------------------------------------------------------------
+@_jit
+def relu(x, slope, y):
+    """y = x where x > 0, else slope * x (flat arrays; y may be x)."""
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = v if v > 0 else v * slope
+
+
+@_jit
+def relu_grad(y, dy, slope, dx):
+    """dx = dy where the output is positive (same sign as the input), else slope * dy."""
+    for i in prange(y.size):
+        dx[i] = dy[i] if y[i] > 0 else dy[i] * slope
+
+
+@_jit
+def sigmoid(x, y):
+    for i in prange(x.size):
+        y[i] = 0.5 * (1.0 + math.tanh(0.5 * x[i]))
+
+
+@_jit
+def sigmoid_grad(y, dy, dx):
+    for i in prange(y.size):
+        dx[i] = dy[i] * y[i] * (1 - y[i])
+
+
+@_jit
+def tanh(x, y):
+    for i in prange(x.size):
+        y[i] = math.tanh(x[i])
+
+
+@_jit
+def tanh_grad(y, dy, dx):
+    for i in prange(y.size):
+        dx[i] = dy[i] * (1 - y[i] * y[i])
+
+
+@_jit
+def dropout(x, u, ratio, scale, y, mask):
+    """Keep x where u >= ratio (u uniform in [0, 1)), scaled by 1 / (1 - ratio)."""
+    for i in prange(x.size):
+        keep = u[i] >= ratio
+        mask[i] = keep
+        y[i] = x[i] * scale if keep else 0
+
+
+@_jit
+def dropout_grad(dy, mask, scale, dx):
+    for i in prange(dy.size):
+        dx[i] = dy[i] * scale if mask[i] else 0
+
+
+# -- softmax -------------------------------------------------------------------------------------
+@_jit
+def softmax(x, y):
+    """Softmax over axis 1 of x (outer, C, inner): shift by the max, exp, normalise."""
+    outer, c, inner = x.shape
+    for t in prange(outer * inner):
+        o = t // inner
+        i = t % inner
+        top = x[o, 0, i]
+        for k in range(1, c):
+            top = max(top, x[o, k, i])
+        total = x.dtype.type(0)
+        for k in range(c):
+            e = math.exp(x[o, k, i] - top)
+            y[o, k, i] = e
+            total += e
+        for k in range(c):
+            y[o, k, i] /= total
+
+
+# -- LRN -----------------------------------------------------------------------------------------
+@_jit
+def lrn_across(x, size, alpha_over_n, k, beta, scale, y):
+    """ACROSS_CHANNELS on x (N, C, P): scale = k + alpha/n * (sum of x^2 over the `size`
+    channels centred on each channel); y = x * scale^-beta."""
+    n, c, plane = x.shape
+    half = (size - 1) // 2
+    for t in prange(n):
+        for ch in range(c):
+            for p in range(plane):
+                scale[t, ch, p] = 0
+            for q in range(max(ch - half, 0), min(ch + half + 1, c)):
+                for p in range(plane):
+                    scale[t, ch, p] += x[t, q, p] * x[t, q, p]
+            for p in range(plane):
+                s = k + alpha_over_n * scale[t, ch, p]
+                scale[t, ch, p] = s
+                y[t, ch, p] = x[t, ch, p] * s ** -beta
+
+
+@_jit
+def lrn_across_grad(x, dy, scale, size, alpha_over_n, beta, dx):
+    """dx_j = dy_j s_j^-beta - 2 beta alpha/n x_j sum_{i near j} dy_i x_i s_i^(-beta-1)."""
+    n, c, plane = x.shape
+    half = (size - 1) // 2
+    for t in prange(n):
+        inner = np.empty((c, plane), dtype=x.dtype)
+        for ch in range(c):
+            for p in range(plane):
+                inner[ch, p] = dy[t, ch, p] * x[t, ch, p] * scale[t, ch, p] ** (-beta - 1)
+        acc = np.empty(plane, dtype=x.dtype)
+        for ch in range(c):  # dx may be dy (in place): each channel reads its dy before writing
+            acc[:] = 0
+            for q in range(max(ch - half, 0), min(ch + half + 1, c)):
+                for p in range(plane):
+                    acc[p] += inner[q, p]
+            for p in range(plane):
+                dx[t, ch, p] = (dy[t, ch, p] * scale[t, ch, p] ** -beta
+                                - 2 * beta * alpha_over_n * x[t, ch, p] * acc[p])
+
+
+# -- solver updates ------------------------------------------------------------------------------
+@_jit
+def sgd_update(w, g, v, rate, momentum, decay):
+    """Caffe's SGD step with L2 decay on flat arrays: g += decay w; v = momentum v + rate g;
+    g = v (the update, kept as the diff as Caffe does); w -= v."""
+    for i in prange(w.size):
+        step = momentum * v[i] + rate * (g[i] + decay * w[i])
+        v[i] = step
+        g[i] = step
+        w[i] -= step
