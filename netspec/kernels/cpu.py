@@ -437,11 +437,9 @@ def lrn_across_grad(x, dy, scale, size, alpha_over_n, beta, dx):
 
 # -- solver updates ------------------------------------------------------------------------------
 @_jit
-def sgd_update(w, g, v, rate, momentum, decay):
-    """Caffe's SGD step with L2 decay on flat arrays: g += decay w; v = momentum v + rate g;
-    g = v (the update, kept as the diff as Caffe does); w -= v."""
-    for i in prange(w.size):
-        step = momentum * v[i] + rate * (g[i] + decay * w[i])
+def momentum_step(g, v, rate, momentum):
+    """SGD's history step on flat arrays: v = momentum v + rate g, and g = v (the update)."""
+    for i in prange(g.size):
+        step = momentum * v[i] + rate * g[i]
         v[i] = step
         g[i] = step
-        w[i] -= step

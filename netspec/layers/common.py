@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
+from ..kernels import kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
@@ -55,10 +56,11 @@ class InnerProduct(Layer):
         return w if self.p.transpose else w.T
 
     def forward(self, bottom, top):
-        y = self._x(bottom) @ self._w()
+        x = self._x(bottom)
+        y = top[0].data.reshape(x.shape[0], self.p.num_output)
+        np.matmul(x, self._w(), out=y)
         if self.p.bias_term:
-            y += self.blobs[1].data
-        top[0].data[...] = y.reshape(top[0].shape)
+            kernels_for(y).add_bias(y[:, :, None], self.blobs[1].data)
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(-1, self.p.num_output)
@@ -68,18 +70,21 @@ class InnerProduct(Layer):
         else:
             self.blobs[0].diff += dy.T @ x
         if self.p.bias_term:
-            self.blobs[1].diff += dy.sum(axis=0)
+            kernels_for(dy).add_channel_sums(dy[:, :, None], self.blobs[1].diff)
         if propagate_down[0]:
-            bottom[0].diff[...] = (dy @ self._w().T).reshape(bottom[0].shape)
+            np.matmul(dy, self._w().T, out=bottom[0].diff.reshape(x.shape))
 
 
 class SoftmaxView(ParamView):
     axis: int = 1
 
 
-def softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+def softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
+    """exp(x - max) / sum along `axis`, into `out` (a new array if None)."""
+    out = np.empty_like(x) if out is None else out
+    shape = (int(np.prod(x.shape[:axis])), x.shape[axis], -1)
+    kernels_for(x).softmax(x.reshape(shape), out.reshape(shape))
+    return out
 
 
 @register_layer("Softmax")
@@ -94,7 +99,7 @@ class Softmax(Layer):
         top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
-        top[0].data[...] = softmax(bottom[0].data, self.axis)
+        softmax(bottom[0].data, self.axis, out=top[0].data)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
+from ..kernels import flat, kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
@@ -37,14 +38,13 @@ class ReLU(Neuron):
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        slope = self.p.negative_slope
-        top[0].data[...] = np.maximum(x, 0) if slope == 0 else np.where(x > 0, x, x * slope)
+        kernels_for(x).relu(flat(x), self.p.negative_slope, flat(top[0].data))
 
     def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            positive = top[0].data > 0  # same sign as the input, so in-place is safe
-            slope = self.p.negative_slope
-            bottom[0].diff[...] = top[0].diff * (positive + slope * ~positive)
+        if propagate_down[0]:  # the output has the input's sign, so in-place is safe
+            y = top[0].data
+            kernels_for(y).relu_grad(flat(y), flat(top[0].diff), self.p.negative_slope,
+                                     flat(bottom[0].diff))
 
 
 @register_layer("Sigmoid")
@@ -53,13 +53,13 @@ class Sigmoid(Neuron):
     summary = "logistic sigmoid"
 
     def forward(self, bottom, top):
-        x = bottom[0].data
-        top[0].data[...] = 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free form
+        x = bottom[0].data  # computed as 0.5 (1 + tanh(x / 2)): no overflow
+        kernels_for(x).sigmoid(flat(x), flat(top[0].data))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             y = top[0].data
-            bottom[0].diff[...] = top[0].diff * y * (1.0 - y)
+            kernels_for(y).sigmoid_grad(flat(y), flat(top[0].diff), flat(bottom[0].diff))
 
 
 @register_layer("TanH")
@@ -68,12 +68,13 @@ class TanH(Neuron):
     summary = "hyperbolic tangent"
 
     def forward(self, bottom, top):
-        top[0].data[...] = np.tanh(bottom[0].data)
+        x = bottom[0].data
+        kernels_for(x).tanh(flat(x), flat(top[0].data))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             y = top[0].data
-            bottom[0].diff[...] = top[0].diff * (1.0 - y * y)
+            kernels_for(y).tanh_grad(flat(y), flat(top[0].diff), flat(bottom[0].diff))
 
 
 @register_layer("BNLL")
@@ -114,17 +115,24 @@ class Dropout(Neuron):
             raise LayerSetupError("scale_train: false is not supported", field="scale_train")
         self.scale = 1.0 / (1.0 - self.p.dropout_ratio)
 
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        self.mask = np.zeros(bottom[0].shape, dtype=bool)
+
     def forward(self, bottom, top):
-        if self.phase == 0:  # TRAIN
-            self.mask = self.rng.random(bottom[0].shape) >= self.p.dropout_ratio
-            top[0].data[...] = bottom[0].data * self.mask * self.scale
+        x = bottom[0].data
+        if self.phase == 0:  # TRAIN: one uniform draw per value
+            kernels_for(x).dropout(flat(x), self.rng.random(x.size), self.p.dropout_ratio,
+                                   self.scale, flat(top[0].data), flat(self.mask))
         else:
-            top[0].data[...] = bottom[0].data
+            top[0].data[...] = x
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             if self.phase == 0:
-                bottom[0].diff[...] = top[0].diff * self.mask * self.scale
+                dy = top[0].diff
+                kernels_for(dy).dropout_grad(flat(dy), flat(self.mask), self.scale,
+                                             flat(bottom[0].diff))
             else:
                 bottom[0].diff[...] = top[0].diff
 
