@@ -1,0 +1,113 @@
+"""The CPU kernels against plain numpy references, and their results independent of threads."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from netspec.kernels import cpu
+
+rng = np.random.default_rng(7)
+
+# (N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw)
+GEOMETRIES = [(2, 3, 7, 6, 3, 2, 1, 2, 1, 0, 1, 1), (1, 2, 9, 9, 3, 3, 2, 2, 2, 1, 2, 1),
+              (3, 1, 5, 5, 1, 1, 1, 1, 0, 0, 1, 1), (2, 2, 4, 6, 5, 3, 3, 1, 2, 2, 1, 2)]
+
+
+def out_size(size, k, s, p, d):
+    return (size + 2 * p - (d * (k - 1) + 1)) // s + 1
+
+
+def im2col_reference(x, kh, kw, sh, sw, ph, pw, dh, dw):
+    n, c, h, w = x.shape
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    col = np.zeros((c, kh, kw, n, oh, ow), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            for y in range(oh):
+                for q in range(ow):
+                    col[:, i, j, :, y, q] = xp[:, :, y * sh + i * dh, q * sw + j * dw].T
+    return col.reshape(c * kh * kw, n * oh * ow)
+
+
+@pytest.mark.parametrize("g", GEOMETRIES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_im2col_and_its_adjoint(g, dtype):
+    n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw = g
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    col = np.full((c * kh * kw, n * oh * ow), np.nan, dtype)
+    cpu.im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col)
+    np.testing.assert_array_equal(col, im2col_reference(x, kh, kw, sh, sw, ph, pw, dh, dw))
+    # col2im is the adjoint: <im2col(x), c> == <x, col2im(c)>
+    c_ = rng.standard_normal(col.shape)
+    dx = np.full(x.shape, np.nan)
+    cpu.col2im(c_, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx)
+    assert np.isclose((col * c_).sum(), (x * dx).sum(), rtol=1e-5)
+
+
+def pool_windows(x, kh, kw, sh, sw, ph, pw, oh, ow, pad_value):
+    """Every output's window from a padded copy, (N, C, oh, ow, kh*kw), and the flat index
+    of each window position in the unpadded input (-1 in the padding)."""
+    n, c, h, w = x.shape
+    extra_h, extra_w = max(0, (oh - 1) * sh + kh - h - ph), max(0, (ow - 1) * sw + kw - w - pw)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, extra_h), (pw, extra_w)), constant_values=pad_value)
+    index = np.pad(np.arange(h * w).reshape(h, w), ((ph, extra_h), (pw, extra_w)),
+                   constant_values=-1)
+    win = np.stack([xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+                    for i in range(kh) for j in range(kw)], axis=-1)
+    idx = np.stack([index[i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+                    for i in range(kh) for j in range(kw)], axis=-1)
+    return win, idx
+
+
+@pytest.mark.parametrize("geom", [(3, 3, 2, 2, 1, 1), (2, 2, 2, 2, 0, 0), (3, 2, 1, 2, 0, 1)])
+def test_max_and_ave_pooling_match_references(geom):
+    kh, kw, sh, sw, ph, pw = geom
+    x = rng.standard_normal((2, 3, 7, 8))
+    oh = -(-(7 + 2 * ph - kh) // sh) + 1
+    ow = -(-(8 + 2 * pw - kw) // sw) + 1
+    y, mask = np.empty((2, 3, oh, ow)), np.empty((2, 3, oh, ow), np.int32)
+    cpu.max_pool(x, kh, kw, sh, sw, ph, pw, y, mask)
+    win, idx = pool_windows(x, kh, kw, sh, sw, ph, pw, oh, ow, -np.inf)
+    np.testing.assert_array_equal(y, win.max(-1))
+    np.testing.assert_array_equal(mask, np.take_along_axis(
+        np.broadcast_to(idx, win.shape), win.argmax(-1)[..., None], -1)[..., 0])
+    cpu.ave_pool(x, kh, kw, sh, sw, ph, pw, y)
+    zwin, _ = pool_windows(x, kh, kw, sh, sw, ph, pw, oh, ow, 0.0)
+    hs = np.arange(oh) * sh - ph
+    ws = np.arange(ow) * sw - pw
+    area = np.outer(np.minimum(hs + kh, 7 + ph) - hs, np.minimum(ws + kw, 8 + pw) - ws)
+    np.testing.assert_allclose(y, zwin.sum(-1) / area, rtol=1e-12)
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    x = rng.standard_normal((4, 6, 11, 11)).astype(np.float32)
+    col = np.empty((6 * 9, 4 * 81), np.float32)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        cpu.im2col(x, 3, 3, 1, 1, 0, 0, 1, 1, 9, 9, col)
+        dx = np.empty_like(x)
+        cpu.col2im(col, 3, 3, 1, 1, 0, 0, 1, 1, 9, 9, dx)
+        sums = np.zeros(6, np.float32)
+        cpu.add_channel_sums(x.reshape(4, 6, -1), sums)
+        results.append((dx.copy(), sums))
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_softmax_and_lrn_match_numpy():
+    x = rng.standard_normal((3, 7, 5))
+    y = np.empty_like(x)
+    cpu.softmax(x, y)
+    e = np.exp(x - x.max(1, keepdims=True))
+    np.testing.assert_allclose(y, e / e.sum(1, keepdims=True), rtol=1e-13)
+    scale, out = np.empty_like(x), np.empty_like(x)
+    cpu.lrn_across(x, 3, 0.1, 2.0, 0.75, scale, out)
+    sq = np.pad(x * x, ((0, 0), (1, 1), (0, 0)))
+    ref_scale = 2.0 + 0.1 * (sq[:, :-2] + sq[:, 1:-1] + sq[:, 2:])
+    np.testing.assert_allclose(scale, ref_scale, rtol=1e-13)
+    np.testing.assert_allclose(out, x * ref_scale ** -0.75, rtol=1e-13)
