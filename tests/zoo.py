@@ -38,6 +38,23 @@ def alexnet(batch=10):
     return n.to_proto()
 
 
+def caffenet(batch=10):
+    """BVLC's reference CaffeNet: AlexNet with pooling before normalisation."""
+    n = NetSpec()
+    x = _input(n, batch, 227)
+    _, x = _conv_relu(x, 96, 11, stride=4)
+    x = L.LRN(L.Pooling(x, pool=MAX, kernel_size=3, stride=2), local_size=5, alpha=1e-4, beta=0.75)
+    _, x = _conv_relu(x, 256, 5, pad=2, group=2)
+    x = L.LRN(L.Pooling(x, pool=MAX, kernel_size=3, stride=2), local_size=5, alpha=1e-4, beta=0.75)
+    _, x = _conv_relu(x, 384, 3, pad=1)
+    _, x = _conv_relu(x, 384, 3, pad=1, group=2)
+    _, x = _conv_relu(x, 256, 3, pad=1, group=2)
+    x = L.Pooling(x, pool=MAX, kernel_size=3, stride=2)
+    x = _fc_relu_drop(_fc_relu_drop(x, 4096), 4096)
+    n.prob = L.Softmax(L.InnerProduct(x, num_output=1000))
+    return n.to_proto()
+
+
 def vgg16(batch=1):
     n = NetSpec()
     x = _input(n, batch, 224)
