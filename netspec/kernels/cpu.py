@@ -155,11 +155,11 @@ def max_pool(x, kh, kw, sh, sw, ph, pw, y, mask):
                 best = x[b, ch, hs, ws]
                 arg = hs * w + ws
                 for hy in range(hs, he):
-                    for wx in range(ws, we):
+                    for wx in range(ws, we):  # selects, not branches: no mispredictions
                         v = x[b, ch, hy, wx]
-                        if v > best:
-                            best = v
-                            arg = hy * w + wx
+                        better = v > best
+                        best = v if better else best
+                        arg = hy * w + wx if better else arg
                 y[b, ch, py, px] = best
                 mask[b, ch, py, px] = arg
 

@@ -68,7 +68,7 @@ class ConvolutionView(ParamView):
 
 
 #: the largest im2col buffer a convolution keeps (elements); bigger batches run in chunks
-COL_ELEMENTS = 1 << 23
+COL_ELEMENTS = 1 << 25
 
 
 @register_layer("Convolution")
