@@ -3,7 +3,7 @@ the pycaffe-shaped API, and whole-net gradient checks."""
 import numpy as np
 import pytest
 
-from conftest import CAFFE_MODELS
+from conftest import CAFFE_MODELS, ROOT, needs_caffe_models
 import netspec
 from netspec import Net, SpecError, TEST, TRAIN, WeightsError
 
@@ -220,6 +220,7 @@ def test_stage_and_level_rules(phase, stages, level, expected):
     ("lenet.prototxt", "prob", (64, 10), 431080),
     ("lenet_train_test.prototxt", None, None, 431080),
 ])
+@needs_caffe_models
 def test_caffe_mnist_reference_nets_set_up(name, last, shape, params, monkeypatch):
     path = CAFFE_MODELS / "examples" / "mnist" / name
     if last is None:  # data layers need an LMDB: swap them for an Input of the same shapes
@@ -239,7 +240,7 @@ def test_caffe_mnist_reference_nets_set_up(name, last, shape, params, monkeypatc
 
 
 def test_backward_with_output_diffs_matches_softmax_jacobian():
-    deploy = (CAFFE_MODELS / "examples" / "mnist" / "lenet.prototxt").read_text()
+    deploy = (ROOT / "models" / "lenet" / "lenet.prototxt").read_text()
     no_loss = Net(deploy, TEST)  # as in Caffe: no loss, so nothing runs backward ...
     assert not any(no_loss._layer_need_backward)
     net = Net("force_backward: true\n" + deploy, TEST, dtype=np.float64, seed=0)  # ... unless forced

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import CAFFE_MODELS, ROOT
+from conftest import CAFFE_MODELS, ROOT, needs_caffe_models
 from netspec.proto import netspec_pb2 as pb
 from netspec.spec import read_text
 
@@ -59,6 +59,7 @@ def caffe_files():
     return sorted(CAFFE_MODELS.rglob("*.prototxt"))
 
 
+@needs_caffe_models
 @pytest.mark.parametrize("path", caffe_files(), ids=lambda p: p.name)
 def test_every_caffe_reference_file_parses_unchanged(path):
     message = pb.SolverParameter() if "solver" in path.name else pb.NetParameter()
@@ -67,7 +68,7 @@ def test_every_caffe_reference_file_parses_unchanged(path):
 
 
 def test_binary_round_trip_is_byte_exact():
-    net = read_text(CAFFE_MODELS / "examples" / "cifar10" / "cifar10_quick_train_test.prototxt",
+    net = read_text(ROOT / "models" / "cifar10_quick" / "cifar10_quick_train_test.prototxt",
                     pb.NetParameter())
     blob = net.layer[2].blobs.add()
     blob.shape.dim.extend([2, 3])

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from conftest import CAFFE_MODELS, ROOT
+from conftest import CAFFE_MODELS, ROOT, needs_caffe_models
 from netspec import Net, TEST, TRAIN
 
 
@@ -37,11 +37,12 @@ def count(net):
 
 
 @pytest.mark.parametrize("path,last,shape,params", [
-    (CAFFE_MODELS / "examples/mnist/lenet.prototxt", "prob", (64, 10), LENET),
-    (CAFFE_MODELS / "examples/cifar10/cifar10_quick.prototxt", "prob", (1, 10), CIFAR_QUICK),
-    (CAFFE_MODELS / "examples/cifar10/cifar10_full.prototxt", "prob", (1, 10), CIFAR_FULL),
-    (CAFFE_MODELS / "models/bvlc_reference_caffenet/deploy.prototxt", "prob", (10, 1000),
-     CAFFENET),
+    *[pytest.param(CAFFE_MODELS / path, "prob", shape, params, marks=needs_caffe_models)
+      for path, shape, params in [
+          ("examples/mnist/lenet.prototxt", (64, 10), LENET),
+          ("examples/cifar10/cifar10_quick.prototxt", (1, 10), CIFAR_QUICK),
+          ("examples/cifar10/cifar10_full.prototxt", (1, 10), CIFAR_FULL),
+          ("models/bvlc_reference_caffenet/deploy.prototxt", (10, 1000), CAFFENET)]],
     (ROOT / "models/lenet/lenet.prototxt", "prob", (64, 10), LENET),
     (ROOT / "models/cifar10_quick/cifar10_quick.prototxt", "prob", (1, 10), CIFAR_QUICK),
 ])
@@ -79,6 +80,7 @@ def with_dummy_data(text: str, item_shape) -> str:
     ("models/bvlc_reference_caffenet/train_val.prototxt", "imagenet", CAFFENET,
      ["accuracy", "loss"]),
 ])
+@needs_caffe_models
 def test_train_test_nets_set_up_in_both_phases(path, kind, params, outputs):
     text = with_dummy_data((CAFFE_MODELS / path).read_text(), DATA_SHAPES[kind])
     assert count(Net(text, TRAIN)) == params
@@ -86,6 +88,7 @@ def test_train_test_nets_set_up_in_both_phases(path, kind, params, outputs):
     assert test.outputs == outputs and count(test) == params
 
 
+@needs_caffe_models
 def test_the_mnist_autoencoder_with_stages_sets_up():
     text = with_dummy_data((CAFFE_MODELS / "examples/mnist/mnist_autoencoder.prototxt")
                            .read_text(), DATA_SHAPES["mnist"])
