@@ -36,8 +36,8 @@ data/mnist/.ready: $(VENV)/.installed
 proto: install-test  ## regenerate netspec/proto/netspec_pb2.py from protos/netspec.proto
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=netspec/proto protos/netspec.proto
 
-bench: install-test
-	$(PY) benchmarks/lenet.py
+bench: install-test  ## training and inference vs PyTorch CPU and OpenCV (about 10 minutes)
+	$(PY) benchmarks/suite.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
