@@ -22,6 +22,20 @@ def kernels_for(x: np.ndarray):
     return _cpu
 
 
+_workspaces: dict = {}
+
+
+def workspace(name: str, size: int, dtype) -> np.ndarray:
+    """Scratch memory shared by every layer that asks under `name` (Caffe's shared column
+    buffer): one array per name and dtype, grown to the largest request, so a deep net at TEST
+    holds one im2col buffer, not one per convolution. Contents last until the next caller."""
+    key = (name, np.dtype(dtype))
+    buf = _workspaces.get(key)
+    if buf is None or buf.size < size:
+        buf = _workspaces[key] = np.empty(size, dtype)
+    return buf[:size]
+
+
 def flat(a: np.ndarray) -> np.ndarray:
     """A 1-d view of a C-contiguous array (kernels write through it, so never a copy)."""
     if not a.flags.c_contiguous:

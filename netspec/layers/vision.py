@@ -10,7 +10,7 @@ from ..blob import Blob
 from ..params import ParamView, spatial_pair
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
-from ..kernels import kernels_for
+from ..kernels import kernels_for, workspace
 from .base import Layer, LayerSetupError
 
 
@@ -129,10 +129,22 @@ class Convolution(Layer):
         kh, kw = p.kernel
         rows = channels * kh * kw
         self.chunk = max(1, min(n, COL_ELEMENTS // max(1, rows * plane)))
-        self.col_buf = np.empty(rows * self.chunk * plane, dtype=self.dtype)
-        self.gemm_buf = np.empty(outputs * self.chunk * plane, dtype=self.dtype)
+        self.sizes = (rows * self.chunk * plane, outputs * self.chunk * plane)
+        # TRAIN keeps this layer's columns from forward for backward; TEST (deploy nets, deep
+        # ones included) shares one workspace between all convolutions
+        self.shared = self.phase == 1
+        if not self.shared:
+            self.own = [np.empty(size, dtype=self.dtype) for size in self.sizes]
         self.col_images = None  # (start, stop) of the images whose columns col_buf holds
         self.no_bias = np.zeros(0, dtype=self.dtype)
+
+    @property
+    def col_buf(self) -> np.ndarray:
+        return workspace("columns", self.sizes[0], self.dtype) if self.shared else self.own[0]
+
+    @property
+    def gemm_buf(self) -> np.ndarray:
+        return workspace("gemm", self.sizes[1], self.dtype) if self.shared else self.own[1]
 
     def geometry(self, out_hw):
         p = self.p
@@ -185,6 +197,8 @@ class Convolution(Layer):
                 out = self.gemm_buf[:p.num_output * col.shape[1]].reshape(p.num_output, -1)
                 self.grouped_matmul(w, col, out, p.group)
                 kernels.cols_to_images(out, bias, y[start:stop])
+        if self.shared:  # the next convolution writes over the workspace
+            self.col_images = None
 
     def backward(self, top, propagate_down, bottom):
         p = self.p
