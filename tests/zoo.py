@@ -22,13 +22,21 @@ def _fc_relu_drop(bottom, num, ratio=0.5):
     return L.Dropout(relu, dropout_ratio=ratio, in_place=True)
 
 
-def alexnet(batch=10):
+def _alexnet(batch, pool_then_norm):
     n = NetSpec()
     x = _input(n, batch, 227)
+
+    def reduce(x):
+        def pool(x):
+            return L.Pooling(x, pool=MAX, kernel_size=3, stride=2)
+
+        def norm(x):
+            return L.LRN(x, local_size=5, alpha=1e-4, beta=0.75)
+        return norm(pool(x)) if pool_then_norm else pool(norm(x))
     _, x = _conv_relu(x, 96, 11, stride=4)
-    x = L.Pooling(L.LRN(x, local_size=5, alpha=1e-4, beta=0.75), pool=MAX, kernel_size=3, stride=2)
+    x = reduce(x)
     _, x = _conv_relu(x, 256, 5, pad=2, group=2)
-    x = L.Pooling(L.LRN(x, local_size=5, alpha=1e-4, beta=0.75), pool=MAX, kernel_size=3, stride=2)
+    x = reduce(x)
     _, x = _conv_relu(x, 384, 3, pad=1)
     _, x = _conv_relu(x, 384, 3, pad=1, group=2)
     _, x = _conv_relu(x, 256, 3, pad=1, group=2)
@@ -36,23 +44,15 @@ def alexnet(batch=10):
     x = _fc_relu_drop(_fc_relu_drop(x, 4096), 4096)
     n.prob = L.Softmax(L.InnerProduct(x, num_output=1000))
     return n.to_proto()
+
+
+def alexnet(batch=10):
+    return _alexnet(batch, pool_then_norm=False)
 
 
 def caffenet(batch=10):
     """BVLC's reference CaffeNet: AlexNet with pooling before normalisation."""
-    n = NetSpec()
-    x = _input(n, batch, 227)
-    _, x = _conv_relu(x, 96, 11, stride=4)
-    x = L.LRN(L.Pooling(x, pool=MAX, kernel_size=3, stride=2), local_size=5, alpha=1e-4, beta=0.75)
-    _, x = _conv_relu(x, 256, 5, pad=2, group=2)
-    x = L.LRN(L.Pooling(x, pool=MAX, kernel_size=3, stride=2), local_size=5, alpha=1e-4, beta=0.75)
-    _, x = _conv_relu(x, 384, 3, pad=1)
-    _, x = _conv_relu(x, 384, 3, pad=1, group=2)
-    _, x = _conv_relu(x, 256, 3, pad=1, group=2)
-    x = L.Pooling(x, pool=MAX, kernel_size=3, stride=2)
-    x = _fc_relu_drop(_fc_relu_drop(x, 4096), 4096)
-    n.prob = L.Softmax(L.InnerProduct(x, num_output=1000))
-    return n.to_proto()
+    return _alexnet(batch, pool_then_norm=True)
 
 
 def vgg16(batch=1):

@@ -192,6 +192,16 @@ def _ave_window(p, stride, pad, kernel, size):
     return max(start, 0), min(end, size), extent
 
 
+@_serial
+def _window_total(x, b, ch, hs, he, ws, we):
+    """Sum of x[b, ch] over rows [hs, he) and columns [ws, we), in scan order."""
+    total = x.dtype.type(0)
+    for hy in range(hs, he):
+        for wx in range(ws, we):
+            total += x[b, ch, hy, wx]
+    return total
+
+
 @_jit
 def ave_pool(x, kh, kw, sh, sw, ph, pw, y):
     n, c, h, w = x.shape
@@ -203,10 +213,7 @@ def ave_pool(x, kh, kw, sh, sw, ph, pw, y):
             hs, he, ah = _ave_window(py, sh, ph, kh, h)
             for px in range(ow):
                 ws, we, aw = _ave_window(px, sw, pw, kw, w)
-                total = x.dtype.type(0)
-                for hy in range(hs, he):
-                    for wx in range(ws, we):
-                        total += x[b, ch, hy, wx]
+                total = _window_total(x, b, ch, hs, he, ws, we)
                 y[b, ch, py, px] = total / (ah * aw) if ah > 0 and aw > 0 else 0
 
 
@@ -247,10 +254,7 @@ def stochastic_pool_train(x, kh, kw, sh, sw, u, y, mask):
             for px in range(ow):
                 ws = px * sw
                 we = min(ws + kw, w)
-                total = x.dtype.type(0)
-                for hy in range(hs, he):
-                    for wx in range(ws, we):
-                        total += x[b, ch, hy, wx]
+                total = _window_total(x, b, ch, hs, he, ws, we)
                 threshold = u[b, ch, py, px] * total
                 running = x.dtype.type(0)
                 arg = -1
@@ -306,10 +310,7 @@ def stochastic_pool_test_grad(x, y, dy, kh, kw, sh, sw, dx):
             for px in range(ow):
                 ws = px * sw
                 we = min(ws + kw, w)
-                total = x.dtype.type(0)
-                for hy in range(hs, he):
-                    for wx in range(ws, we):
-                        total += x[b, ch, hy, wx]
+                total = _window_total(x, b, ch, hs, he, ws, we)
                 if not total > 0:
                     continue
                 g = dy[b, ch, py, px] / total
