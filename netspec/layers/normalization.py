@@ -72,8 +72,11 @@ class BatchNorm(Layer):
             self.blobs[0].data[...] = self.blobs[0].data * f + mean
             self.blobs[1].data[...] = self.blobs[1].data * f + var * (m / max(m - 1, 1))
         self.inv_std = _channel_view(1.0 / np.sqrt(var + self.p.eps), nd)
-        top[0].data[...] = (x - _channel_view(mean, nd)) * self.inv_std
-        self.y = top[0].data.copy() if top[0] is bottom[0] else top[0].data
+        y = top[0].data
+        np.subtract(x, _channel_view(mean, nd), out=y)
+        y *= self.inv_std
+        if not self.global_stats:  # only batch statistics need the output in backward
+            self.y = y.copy() if top[0] is bottom[0] else y
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -177,10 +180,10 @@ class Scale(_Broadcast):
     def forward(self, bottom, top):
         x = bottom[0].data
         self.x = x.copy() if top[0] is bottom[0] else x
-        y = x * self.operand(bottom)[1]
+        y = top[0].data
+        np.multiply(self.x, self.operand(bottom)[1], out=y)
         if self.p.bias_term:
-            y = y + self.blobs[-1].data.reshape(self.bshape)
-        top[0].data[...] = y
+            y += self.blobs[-1].data.reshape(self.bshape)
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff
