@@ -182,6 +182,8 @@ class Net:
                 self._bottom_need_backward[i] = [
                     nb or layer.allow_force_backward(j)
                     for j, nb in enumerate(self._bottom_need_backward[i])]
+        for layer, needed in zip(self.layers, self._layer_need_backward):
+            layer.runs_backward = needed
         self.outputs = sorted(n for n in self.blobs if n not in consumed)  # Caffe: alphabetical
         self.layer_dict = OrderedDict((l.name, l) for l in self.layers)
 

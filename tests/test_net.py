@@ -271,3 +271,28 @@ def test_pycaffe_process_settings(caplog):
         compat._seed = None
     c, d = Net(SMALL, TRAIN), Net(SMALL, TRAIN)
     assert not np.array_equal(c.params["conv"][0].data, d.params["conv"][0].data)
+
+
+def test_deploy_nets_skip_what_only_backward_needs():
+    """A net that never runs backward keeps no copies of in-place inputs; force_backward
+    keeps them, so in-place and out-of-place Scale give the same gradients."""
+    body = ('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 '
+            'dim: 4 dim: 4 } } }\n'
+            'layer { name: "s" type: "Scale" bottom: "x" top: "%s" scale_param { bias_term: true '
+            'filler { type: "gaussian" } } }\n'
+            'layer { name: "r" type: "ReLU" bottom: "%s" top: "%s" }\n')
+    deploy = Net(body % ("x", "x", "x"), TEST, seed=0)
+    assert [l.runs_backward for l in deploy.layers] == [False, False, False]
+    grads = []
+    for tops in (("x", "x", "x"), ("y", "y", "z")):
+        net = Net("force_backward: true\n" + body % tops, TEST, dtype=np.float64, seed=0)
+        assert net.layers[1].runs_backward
+        x = np.random.default_rng(1).standard_normal((2, 3, 4, 4))
+        net.blobs["x"].data[...] = x
+        net.forward()
+        out = net.blobs[tops[2]].data.copy()
+        net.blobs[tops[2]].diff[...] = 1
+        net.backward()
+        grads.append((out, net.params["s"][0].diff.copy(), net.blobs["x"].diff.copy()))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-12)

@@ -130,6 +130,27 @@ def add_bias(x, bias):
             x[t // m, t % m, p] += add
 
 
+@_jit
+def channel_affine(x, sub, mul, add, y):
+    """y = (x - sub[c]) * mul[c] + add[c] over x (N, C, P), one pass (BatchNorm with stored
+    statistics, Scale); an empty sub or add is 0."""
+    n, c, plane = x.shape
+    has_sub, has_add = sub.shape[0] > 0, add.shape[0] > 0
+    for t in prange(n * c):
+        k = t % c
+        m = mul[k]
+        s = sub[k] if has_sub else 0
+        a = add[k] if has_add else 0
+        for p in range(plane):
+            v = x[t // c, k, p]
+            if has_sub:
+                v = v - s
+            v = v * m
+            if has_add:
+                v = v + a
+            y[t // c, k, p] = v
+
+
 # -- pooling -------------------------------------------------------------------------------------
 @_jit
 def max_pool(x, kh, kw, sh, sw, ph, pw, y, mask):

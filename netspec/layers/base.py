@@ -41,6 +41,14 @@ class Layer:
     statistics_blobs: ClassVar[bool] = False
     #: one-line description for `netspec layers`
     summary: ClassVar[str] = ""
+    #: False when the net will never run this layer's backward (a deploy net): forward then
+    #: skips saving what only backward reads (copies of in-place inputs)
+    runs_backward: bool = True
+
+    def keep_for_backward(self, array: np.ndarray, in_place: bool) -> np.ndarray:
+        """`array` as backward will need it: a copy if an in-place forward is about to
+        overwrite it and backward will run."""
+        return array.copy() if in_place and self.runs_backward else array
 
     def __init__(self, spec: pb.LayerParameter, phase: int = 0, dtype=np.float32,
                  rng: np.random.Generator | None = None):

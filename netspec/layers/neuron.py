@@ -21,7 +21,7 @@ class Neuron(Layer):
     def keep_input(self, bottom, top) -> np.ndarray:
         """The input for backward: a copy when in place (forward is about to overwrite it)."""
         x = bottom[0].data
-        self.x = x.copy() if top[0] is bottom[0] else x
+        self.x = self.keep_for_backward(x, top[0] is bottom[0])
         return x
 
 

@@ -73,10 +73,11 @@ class BatchNorm(Layer):
             self.blobs[1].data[...] = self.blobs[1].data * f + var * (m / max(m - 1, 1))
         self.inv_std = _channel_view(1.0 / np.sqrt(var + self.p.eps), nd)
         y = top[0].data
-        np.subtract(x, _channel_view(mean, nd), out=y)
-        y *= self.inv_std
+        by_channel = (len(x), x.shape[1] if nd > 1 else 1, -1)
+        kernels_for(x).channel_affine(x.reshape(by_channel), mean.astype(x.dtype, copy=False),
+                                      self.inv_std.reshape(-1), _NONE, y.reshape(by_channel))
         if not self.global_stats:  # only batch statistics need the output in backward
-            self.y = y.copy() if top[0] is bottom[0] else y
+            self.y = self.keep_for_backward(y, top[0] is bottom[0])
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -179,9 +180,15 @@ class Scale(_Broadcast):
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        self.x = x.copy() if top[0] is bottom[0] else x
-        y = top[0].data
-        np.multiply(self.x, self.operand(bottom)[1], out=y)
+        self.x = self.keep_for_backward(x, top[0] is bottom[0])
+        y, scale = top[0].data, self.operand(bottom)[1]
+        if x.ndim > 1 and self.bshape[:2] == (1, x.shape[1]) and max(self.bshape[2:], default=1) == 1:
+            bias = self.blobs[-1].data if self.p.bias_term else _NONE
+            by_channel = (len(x), x.shape[1], -1)
+            kernels_for(x).channel_affine(self.x.reshape(by_channel), _NONE, scale.reshape(-1),
+                                          bias, y.reshape(by_channel))
+            return
+        np.multiply(self.x, scale, out=y)
         if self.p.bias_term:
             y += self.blobs[-1].data.reshape(self.bshape)
 
@@ -251,6 +258,9 @@ class LRNView(ParamView):
         return self
 
 
+_NONE = np.zeros(0, dtype=np.float32)  # "no term" for channel_affine
+
+
 def clipped_extent(size: int, kernel: int, pad: int) -> np.ndarray:
     """Length of each stride-1 window of `kernel` around every position, clipped to the padded
     input (Caffe's AVE pooling divisor, which WITHIN_CHANNEL LRN is built from)."""
@@ -291,7 +301,7 @@ class LRN(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        self.x = x.copy() if top[0] is bottom[0] else x
+        self.x = x.copy() if top[0] is bottom[0] else x  # forward itself reads neighbours
         p = self.p
         if p.norm_region == "ACROSS_CHANNELS":
             kernels_for(x).lrn_across(self._channels(self.x), p.local_size, p.alpha / p.local_size,

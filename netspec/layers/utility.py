@@ -194,8 +194,19 @@ class Eltwise(Layer):
         xs = [b.data for b in bottom]
         op = self.p.operation
         if op == "SUM":
-            coeff = self.p.coeff or [1.0] * len(xs)
-            top[0].data[...] = sum(c * x for c, x in zip(coeff, xs))
+            y = top[0].data
+            if any(top[0] is b for b in bottom[1:]):  # written over an input still to add
+                coeff = self.p.coeff or [1.0] * len(xs)
+                y[...] = sum(c * x for c, x in zip(coeff, xs))
+                return
+            for i, x in enumerate(xs):  # in place: no temporaries
+                c = self.p.coeff[i] if self.p.coeff else 1.0
+                if i == 0:
+                    np.multiply(x, c, out=y) if c != 1.0 else np.copyto(y, x)
+                elif c == 1.0:
+                    y += x
+                else:
+                    y += c * x
         elif op == "PROD":
             top[0].data[...] = np.prod(np.stack(xs), axis=0)
         else:
