@@ -60,10 +60,20 @@ def test_seed_004_input_delta_is_full_convolution_with_rotated_kernel():
     ("kernel_size: 3 dilation: 2", (1, 2, 7, 7)),
     ("kernel_size: 3 group: 2 pad: 1", (2, 4, 5, 5)),
     ("kernel_size: 1 bias_term: false", (2, 3, 4, 4)),
+    ("kernel_size: 1 group: 2", (1, 4, 3, 5)),  # one image, pointwise: no im2col at all
+    ("kernel_size: 3 pad: 1", (1, 2, 4, 4)),
 ])
 def test_convolution_gradients(extra, shape):
     m = 4
     assert_gradients(CONV.format(m=m, extra=extra), np.random.default_rng(0).normal(size=shape))
+
+
+@pytest.mark.parametrize("extra,shape", [("kernel_size: 3 pad: 1", (2, 3, 5, 5)),
+                                         ("kernel_size: 1", (1, 3, 4, 4))])
+def test_convolution_gradients_at_test_phase(extra, shape):
+    """TEST-phase convolutions share one workspace and recompute their columns in backward."""
+    assert_gradients(CONV.format(m=3, extra=extra), np.random.default_rng(0).normal(size=shape),
+                     phase=1)
 
 
 def test_convolution_shapes_and_errors():
@@ -176,6 +186,7 @@ DECONV = CONV.replace("Convolution", "Deconvolution")
     ("kernel_size: 4 stride: 2 pad: 1", (2, 2, 3, 3)),
     ("kernel_size: 3 stride: 2 group: 2", (1, 4, 3, 4)),
     ("kernel_h: 2 kernel_w: 3 dilation: 2 stride_h: 2 stride_w: 1", (1, 2, 3, 3)),
+    ("kernel_size: 1", (1, 3, 3, 4)),  # one image, pointwise
 ])
 def test_deconvolution_gradients(extra, shape):
     assert_gradients(DECONV.format(m=4, extra=extra), np.random.default_rng(0).normal(size=shape))

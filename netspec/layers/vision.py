@@ -137,6 +137,8 @@ class Convolution(Layer):
             self.own = [np.empty(size, dtype=self.dtype) for size in self.sizes]
         self.col_images = None  # (start, stop) of the images whose columns col_buf holds
         self.no_bias = np.zeros(0, dtype=self.dtype)
+        # a 1x1 stride-1 unpadded kernel: one image's columns are the image itself
+        self.pointwise = p.kernel == (1, 1) and p.strides == (1, 1) and p.pads == (0, 0)
 
     @property
     def col_buf(self) -> np.ndarray:
@@ -155,7 +157,10 @@ class Convolution(Layer):
             yield start, min(n, start + self.chunk)
 
     def columns(self, kernels, images, start, stop, out_hw) -> np.ndarray:
-        """im2col of images[start:stop] in col_buf (skipped when it already holds them)."""
+        """im2col of images[start:stop] in col_buf (skipped when it already holds them), or
+        the image itself for one image and a pointwise kernel (read-only then)."""
+        if self.pointwise and stop - start == 1:
+            return images[start].reshape(images.shape[1], -1)
         rows = self.col_buf.size // (self.chunk * out_hw[0] * out_hw[1])
         col = self.col_buf[:rows * (stop - start) * out_hw[0] * out_hw[1]].reshape(rows, -1)
         if self.col_images != (start, stop):
@@ -218,7 +223,10 @@ class Convolution(Layer):
                 kernels.images_to_cols(dy[start:stop], dy_cols)
             col = self.columns(kernels, x, start, stop, self.out_hw)
             self.add_grouped_outer(dw, dy_cols, col, p.group)
-            if propagate_down[0]:  # dcol = W^T dY, written over the columns (no longer needed)
+            if propagate_down[0] and self.pointwise and stop - start == 1:  # dx = W^T dY
+                self.grouped_matmul(w, dy_cols, bottom[0].diff[start].reshape(col.shape),
+                                    p.group, transpose_a=True)
+            elif propagate_down[0]:  # dcol = W^T dY, written over the columns (no longer needed)
                 self.grouped_matmul(w, dy_cols, col, p.group, transpose_a=True)
                 self.col_images = None
                 kernels.col2im(col, *self.geometry(self.out_hw), bottom[0].diff[start:stop])
