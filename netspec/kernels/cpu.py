@@ -151,6 +151,48 @@ def channel_affine(x, sub, mul, add, y):
             y[t // c, k, p] = v
 
 
+@_jit
+def channel_mean_var(x, mean, var):
+    """Per-channel mean and biased variance of x (N, C, P): two passes, in float64, in a fixed
+    order (BatchNorm's batch statistics)."""
+    n, c, plane = x.shape
+    count = n * plane
+    for k in prange(c):
+        total = 0.0
+        for b in range(n):
+            for p in range(plane):
+                total += x[b, k, p]
+        mu = total / count
+        squares = 0.0
+        for b in range(n):
+            for p in range(plane):
+                d = x[b, k, p] - mu
+                squares += d * d
+        mean[k] = mu
+        var[k] = squares / count
+
+
+@_jit
+def batch_norm_grad(dy, y, inv_std, dx):
+    """BatchNorm's input gradient with batch statistics, per channel of (N, C, P):
+    dx = (dy - mean(dy) - y mean(dy y)) inv_std (dx may be dy)."""
+    n, c, plane = dy.shape
+    count = n * plane
+    for k in prange(c):
+        s1 = 0.0
+        s2 = 0.0
+        for b in range(n):
+            for p in range(plane):
+                s1 += dy[b, k, p]
+                s2 += dy[b, k, p] * y[b, k, p]
+        m1 = s1 / count
+        m2 = s2 / count
+        g = inv_std[k]
+        for b in range(n):
+            for p in range(plane):
+                dx[b, k, p] = (dy[b, k, p] - m1 - y[b, k, p] * m2) * g
+
+
 # -- pooling -------------------------------------------------------------------------------------
 @_jit
 def max_pool(x, kh, kw, sh, sw, ph, pw, y, mask):

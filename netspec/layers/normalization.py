@@ -55,17 +55,21 @@ class BatchNorm(Layer):
 
     def reshape(self, bottom, top):
         top[0].reshape(bottom[0].shape)
-        self.axes = (0,) + tuple(range(2, bottom[0].data.ndim))
+
+    def _by_channel(self, a):
+        return a.reshape(len(a), a.shape[1] if a.ndim > 1 else 1, -1)
 
     def forward(self, bottom, top):
         x = bottom[0].data
         nd = x.ndim
+        kernels = kernels_for(x)
         if self.global_stats:
             s = self.blobs[2].data[0]
             factor = 0.0 if s == 0 else 1.0 / s
             mean, var = self.blobs[0].data * factor, self.blobs[1].data * factor
         else:
-            mean, var = x.mean(axis=self.axes), x.var(axis=self.axes)
+            mean, var = np.empty((2, x.shape[1] if nd > 1 else 1), dtype=x.dtype)
+            kernels.channel_mean_var(self._by_channel(x), mean, var)
             m = x.size // x.shape[1]
             f = self.p.moving_average_fraction
             self.blobs[2].data[...] = self.blobs[2].data * f + 1
@@ -73,23 +77,20 @@ class BatchNorm(Layer):
             self.blobs[1].data[...] = self.blobs[1].data * f + var * (m / max(m - 1, 1))
         self.inv_std = _channel_view(1.0 / np.sqrt(var + self.p.eps), nd)
         y = top[0].data
-        by_channel = (len(x), x.shape[1] if nd > 1 else 1, -1)
-        kernels_for(x).channel_affine(x.reshape(by_channel), mean.astype(x.dtype, copy=False),
-                                      self.inv_std.reshape(-1), _NONE, y.reshape(by_channel))
+        kernels.channel_affine(self._by_channel(x), mean.astype(x.dtype, copy=False),
+                               self.inv_std.reshape(-1), _NONE, self._by_channel(y))
         if not self.global_stats:  # only batch statistics need the output in backward
             self.y = self.keep_for_backward(y, top[0] is bottom[0])
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        dy = top[0].diff
+        dy, dx = self._by_channel(top[0].diff), self._by_channel(bottom[0].diff)
+        kernels = kernels_for(dy)
         if self.global_stats:
-            bottom[0].diff[...] = dy * self.inv_std
-            return
-        y = self.y
-        mean_dy = dy.mean(axis=self.axes, keepdims=True)
-        mean_dy_y = (dy * y).mean(axis=self.axes, keepdims=True)
-        bottom[0].diff[...] = (dy - mean_dy - y * mean_dy_y) * self.inv_std
+            kernels.channel_affine(dy, _NONE, self.inv_std.reshape(-1), _NONE, dx)
+        else:
+            kernels.batch_norm_grad(dy, self._by_channel(self.y), self.inv_std.reshape(-1), dx)
 
 
 class ScaleBiasView(ParamView):
