@@ -507,3 +507,50 @@ def momentum_step(g, v, rate, momentum):
         step = momentum * v[i] + rate * g[i]
         v[i] = step
         g[i] = step
+
+
+@_jit
+def nesterov_step(g, v, rate, momentum):
+    """Nesterov: v' = momentum v + rate g; g = (1 + momentum) v' - momentum v."""
+    for i in prange(g.size):
+        previous = v[i]
+        step = momentum * previous + rate * g[i]
+        v[i] = step
+        g[i] = (1 + momentum) * step - momentum * previous
+
+
+@_jit
+def adagrad_step(g, h, rate, delta):
+    """AdaGrad: h += g^2; g = rate g / (sqrt(h) + delta)."""
+    for i in prange(g.size):
+        h[i] += g[i] * g[i]
+        g[i] = rate * g[i] / (math.sqrt(h[i]) + delta)
+
+
+@_jit
+def rmsprop_step(g, h, rate, decay, delta):
+    """RMSProp: h = decay h + (1 - decay) g^2; g = rate g / (sqrt(h) + delta)."""
+    for i in prange(g.size):
+        h[i] = decay * h[i] + (1 - decay) * g[i] * g[i]
+        g[i] = rate * g[i] / (math.sqrt(h[i]) + delta)
+
+
+@_jit
+def adadelta_step(g, h, h2, rate, momentum, delta):
+    """AdaDelta: h = m h + (1 - m) g^2; u = g sqrt((h2 + delta) / (h + delta));
+    h2 = m h2 + (1 - m) u^2; g = rate u."""
+    for i in prange(g.size):
+        h[i] = momentum * h[i] + (1 - momentum) * g[i] * g[i]
+        u = g[i] * math.sqrt((h2[i] + delta) / (h[i] + delta))
+        h2[i] = momentum * h2[i] + (1 - momentum) * u * u
+        g[i] = rate * u
+
+
+@_jit
+def adam_step(g, m, v, rate, beta1, beta2, correction, eps):
+    """Adam (Caffe's eps placement): m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+    g = rate correction m / (sqrt(v) + eps)."""
+    for i in prange(g.size):
+        m[i] = beta1 * m[i] + (1 - beta1) * g[i]
+        v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i]
+        g[i] = rate * correction * m[i] / (math.sqrt(v[i]) + eps)

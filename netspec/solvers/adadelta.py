@@ -3,8 +3,7 @@ H = m H + (1 - m) g^2; u = g sqrt((H2 + delta) / (H + delta)); H2 = m H2 + (1 - 
 W -= lr u."""
 from __future__ import annotations
 
-import numpy as np
-
+from ..kernels import flat, kernels_for
 from .base import Solver
 
 
@@ -13,12 +12,7 @@ class AdaDeltaSolver(Solver):
 
     def compute_update_value(self, i, info, rate):
         g = info.blob.diff
-        m, delta = self.param.momentum, self.param.delta
         h = self.history[i].data
         h2 = self.history[len(self.net.learnable_params) + i].data
-        h *= m
-        h += (1 - m) * g * g
-        u = g * np.sqrt((h2 + delta) / (h + delta))
-        h2 *= m
-        h2 += (1 - m) * u * u
-        info.blob.diff[...] = rate * info.lr_mult * u
+        kernels_for(g).adadelta_step(flat(g), flat(h), flat(h2), rate * info.lr_mult,
+                                     self.param.momentum, self.param.delta)

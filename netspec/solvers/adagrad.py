@@ -1,8 +1,7 @@
 """AdaGrad, Caffe's form: H += g^2; W -= lr g / (sqrt(H) + delta). No momentum."""
 from __future__ import annotations
 
-import numpy as np
-
+from ..kernels import flat, kernels_for
 from .base import Solver
 
 
@@ -11,6 +10,5 @@ class AdaGradSolver(Solver):
 
     def compute_update_value(self, i, info, rate):
         g = info.blob.diff
-        h = self.history[i].data
-        h += g * g
-        info.blob.diff[...] = rate * info.lr_mult * g / (np.sqrt(h) + self.param.delta)
+        kernels_for(g).adagrad_step(flat(g), flat(self.history[i].data), rate * info.lr_mult,
+                                    self.param.delta)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
+from ..kernels import flat, kernels_for
 from .base import Solver
 
 
@@ -21,10 +20,7 @@ class AdamSolver(Solver):
         b1, b2 = self.param.momentum, self.param.momentum2
         m = self.history[i].data
         v = self.history[len(self.net.learnable_params) + i].data
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * g * g
         t = self.iter + 1
         correction = math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-        info.blob.diff[...] = rate * info.lr_mult * correction * m / (np.sqrt(v) + self.param.delta)
+        kernels_for(g).adam_step(flat(g), flat(m), flat(v), rate * info.lr_mult, b1, b2,
+                                 correction, self.param.delta)

@@ -2,8 +2,7 @@
 No momentum."""
 from __future__ import annotations
 
-import numpy as np
-
+from ..kernels import flat, kernels_for
 from .base import Solver
 
 
@@ -12,8 +11,5 @@ class RMSPropSolver(Solver):
 
     def compute_update_value(self, i, info, rate):
         g = info.blob.diff
-        h = self.history[i].data
-        d = self.param.rms_decay
-        h *= d
-        h += (1 - d) * g * g
-        info.blob.diff[...] = rate * info.lr_mult * g / (np.sqrt(h) + self.param.delta)
+        kernels_for(g).rmsprop_step(flat(g), flat(self.history[i].data), rate * info.lr_mult,
+                                    self.param.rms_decay, self.param.delta)
