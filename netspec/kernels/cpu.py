@@ -32,6 +32,14 @@ def _valid_range(out, stride, offset, size):
     return lo, max(lo, hi)
 
 
+@_serial
+def _zero_plane(a, b, ch):
+    """a[b, ch] = 0: the gradient kernels accumulate into a plane they own."""
+    for hy in range(a.shape[2]):
+        for wx in range(a.shape[3]):
+            a[b, ch, hy, wx] = 0
+
+
 # -- convolution: im2col / col2im and the (M, N*P) <-> (N, M, P) moves around the GEMM ----------
 @_jit
 def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col):
@@ -68,9 +76,7 @@ def col2im(col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
     for t in prange(n * c):
         b = t // c
         ch = t % c
-        for hy in range(h):
-            for wx in range(w):
-                dx[b, ch, hy, wx] = 0
+        _zero_plane(dx, b, ch)
         base = b * plane
         for i in range(kh):
             for j in range(kw):
@@ -235,9 +241,7 @@ def scatter_pool_grad(dy, mask, dx):
     for t in prange(n * c):
         b = t // c
         ch = t % c
-        for hy in range(h):
-            for wx in range(w):
-                dx[b, ch, hy, wx] = 0
+        _zero_plane(dx, b, ch)
         for py in range(oh):
             for px in range(ow):
                 k = mask[b, ch, py, px]
@@ -287,9 +291,7 @@ def ave_pool_grad(dy, kh, kw, sh, sw, ph, pw, dx):
     for t in prange(n * c):
         b = t // c
         ch = t % c
-        for hy in range(h):
-            for wx in range(w):
-                dx[b, ch, hy, wx] = 0
+        _zero_plane(dx, b, ch)
         for py in range(oh):
             hs, he, ah = _ave_window(py, sh, ph, kh, h)
             for px in range(ow):
@@ -364,9 +366,7 @@ def stochastic_pool_test_grad(x, y, dy, kh, kw, sh, sw, dx):
     for t in prange(n * c):
         b = t // c
         ch = t % c
-        for hy in range(h):
-            for wx in range(w):
-                dx[b, ch, hy, wx] = 0
+        _zero_plane(dx, b, ch)
         for py in range(oh):
             hs = py * sh
             he = min(hs + kh, h)
