@@ -119,10 +119,11 @@ class Convolution(Layer):
                 field="kernel_size")
         self.out_hw = (oh, ow)
         top[0].reshape(n, p.num_output, oh, ow)
-        self.plan_columns(n, c, oh * ow, p.num_output)
+        self.plan_columns(n, c, oh * ow, p.num_output, in_place=top[0] is bottom[0])
 
     # -- the column machinery, shared with Deconvolution (which runs it the other way) ----------
-    def plan_columns(self, n: int, channels: int, plane: int, outputs: int) -> None:
+    def plan_columns(self, n: int, channels: int, plane: int, outputs: int,
+                     in_place: bool = False) -> None:
         """Buffers for im2col of `channels` input channels over `plane` output positions and a
         GEMM with `outputs` rows, for `self.chunk` images at a time."""
         p = self.p
@@ -137,8 +138,10 @@ class Convolution(Layer):
             self.own = [np.empty(size, dtype=self.dtype) for size in self.sizes]
         self.col_images = None  # (start, stop) of the images whose columns col_buf holds
         self.no_bias = np.zeros(0, dtype=self.dtype)
-        # a 1x1 stride-1 unpadded kernel: one image's columns are the image itself
-        self.pointwise = p.kernel == (1, 1) and p.strides == (1, 1) and p.pads == (0, 0)
+        # a 1x1 stride-1 unpadded kernel: one image's columns are the image itself (unless the
+        # output overwrites it)
+        self.pointwise = (p.kernel == (1, 1) and p.strides == (1, 1) and p.pads == (0, 0)
+                          and not in_place)
 
     @property
     def col_buf(self) -> np.ndarray:
@@ -256,7 +259,7 @@ class Deconvolution(Convolution):
         self.out_hw = tuple(out)
         self.in_hw = (h, w)
         top[0].reshape(n, p.num_output, *out)
-        self.plan_columns(n, p.num_output, h * w, c)
+        self.plan_columns(n, p.num_output, h * w, c, in_place=top[0] is bottom[0])
 
     def forward(self, bottom, top):
         p = self.p
