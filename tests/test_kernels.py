@@ -111,3 +111,49 @@ def test_softmax_and_lrn_match_numpy():
     ref_scale = 2.0 + 0.1 * (sq[:, :-2] + sq[:, 1:-1] + sq[:, 2:])
     np.testing.assert_allclose(scale, ref_scale, rtol=1e-13)
     np.testing.assert_allclose(out, x * ref_scale ** -0.75, rtol=1e-13)
+
+
+def test_channel_statistics_and_batch_norm_gradient():
+    x = rng.standard_normal((4, 3, 10))
+    mean, var = np.empty(3), np.empty(3)
+    cpu.channel_mean_var(x, mean, var)
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2)), rtol=1e-13)
+    np.testing.assert_allclose(var, x.var(axis=(0, 2)), rtol=1e-13)
+    y, dy, inv = rng.standard_normal((3, 4, 3, 10))[0], rng.standard_normal((4, 3, 10)), \
+        rng.random(3) + 0.5
+    dx = np.empty_like(dy)
+    cpu.batch_norm_grad(dy, y, inv, dx)
+    ref = (dy - dy.mean((0, 2), keepdims=True) - y * (dy * y).mean((0, 2), keepdims=True)) * \
+        inv[None, :, None]
+    np.testing.assert_allclose(dx, ref, rtol=1e-12)
+    out = np.empty_like(x)
+    cpu.channel_affine(x, mean, inv, var, out)
+    np.testing.assert_allclose(out, (x - mean[None, :, None]) * inv[None, :, None]
+                               + var[None, :, None], rtol=1e-13)
+
+
+def test_solver_steps_match_their_formulas():
+    g0, h0, h20 = rng.standard_normal(50), rng.random(50), rng.random(50)
+    g, v = g0.copy(), h0.copy()
+    cpu.momentum_step(g, v, 0.1, 0.9)
+    np.testing.assert_allclose(v, 0.9 * h0 + 0.1 * g0)
+    np.testing.assert_array_equal(g, v)
+    g, v = g0.copy(), h0.copy()
+    cpu.nesterov_step(g, v, 0.1, 0.9)
+    np.testing.assert_allclose(g, 1.9 * (0.9 * h0 + 0.1 * g0) - 0.9 * h0)
+    g, h = g0.copy(), h0.copy()
+    cpu.adagrad_step(g, h, 0.1, 1e-8)
+    np.testing.assert_allclose(g, 0.1 * g0 / (np.sqrt(h0 + g0 ** 2) + 1e-8))
+    g, h = g0.copy(), h0.copy()
+    cpu.rmsprop_step(g, h, 0.1, 0.98, 1e-8)
+    np.testing.assert_allclose(g, 0.1 * g0 / (np.sqrt(0.98 * h0 + 0.02 * g0 ** 2) + 1e-8))
+    g, h, h2 = g0.copy(), h0.copy(), h20.copy()
+    cpu.adadelta_step(g, h, h2, 0.5, 0.95, 1e-6)
+    hh = 0.95 * h0 + 0.05 * g0 ** 2
+    u = g0 * np.sqrt((h20 + 1e-6) / (hh + 1e-6))
+    np.testing.assert_allclose(g, 0.5 * u)
+    np.testing.assert_allclose(h2, 0.95 * h20 + 0.05 * u ** 2)
+    g, m, v = g0.copy(), h0.copy(), h20.copy()
+    cpu.adam_step(g, m, v, 0.01, 0.9, 0.999, 0.3, 1e-8)
+    mm, vv = 0.9 * h0 + 0.1 * g0, 0.999 * h20 + 0.001 * g0 ** 2
+    np.testing.assert_allclose(g, 0.01 * 0.3 * mm / (np.sqrt(vv) + 1e-8))
