@@ -424,6 +424,53 @@ def tanh_grad(y, dy, dx):
 
 
 @_jit
+def elu(x, alpha, y):
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = v if v > 0 else alpha * math.expm1(v)
+
+
+@_jit
+def elu_grad(x, y, dy, alpha, dx):
+    """dx = dy where x > 0, else dy (y + alpha) (x is the saved input)."""
+    for i in prange(x.size):
+        dx[i] = dy[i] if x[i] > 0 else dy[i] * (y[i] + alpha)
+
+
+@_jit
+def softplus(x, y):
+    """log(1 + exp(x)) without overflow: max(x, 0) + log1p(exp(-|x|))."""
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = max(v, 0) + math.log1p(math.exp(-abs(v)))
+
+
+@_jit
+def softplus_grad(y, dy, dx):
+    """dx = dy sigmoid(x) = dy (1 - exp(-y))."""
+    for i in prange(y.size):
+        dx[i] = -dy[i] * math.expm1(-y[i])
+
+
+@_jit
+def swish(x, beta, s, y):
+    """s = sigmoid(beta x) (kept for backward); y = x s."""
+    for i in prange(x.size):
+        v = x[i]
+        sv = 0.5 * (1.0 + math.tanh(0.5 * beta * v))
+        s[i] = sv
+        y[i] = v * sv
+
+
+@_jit
+def swish_grad(y, s, dy, beta, dx):
+    """dx = dy (beta y + s (1 - beta y))."""
+    for i in prange(y.size):
+        by = beta * y[i]
+        dx[i] = dy[i] * (by + s[i] * (1 - by))
+
+
+@_jit
 def dropout(x, u, ratio, scale, y, mask):
     """Keep x where u >= ratio (u uniform in [0, 1)), scaled by 1 / (1 - ratio)."""
     for i in prange(x.size):

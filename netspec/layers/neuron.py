@@ -84,11 +84,13 @@ class BNLL(Neuron):
     summary = "log(1 + exp(x)) (binomial normal log likelihood)"
 
     def forward(self, bottom, top):
-        top[0].data[...] = np.logaddexp(0.0, bottom[0].data)
+        x = bottom[0].data
+        kernels_for(x).softplus(flat(x), flat(top[0].data))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            bottom[0].diff[...] = top[0].diff * -np.expm1(-top[0].data)
+            y = top[0].data
+            kernels_for(y).softplus_grad(flat(y), flat(top[0].diff), flat(bottom[0].diff))
 
 
 @register_layer("Softplus")
@@ -190,12 +192,13 @@ class ELU(Neuron):
 
     def forward(self, bottom, top):
         x = self.keep_input(bottom, top)
-        top[0].data[...] = np.where(x > 0, x, self.p.alpha * np.expm1(np.minimum(x, 0)))
+        kernels_for(x).elu(flat(x), self.p.alpha, flat(top[0].data))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             y = top[0].data
-            bottom[0].diff[...] = top[0].diff * np.where(self.x > 0, 1.0, y + self.p.alpha)
+            kernels_for(y).elu_grad(flat(self.x), flat(y), flat(top[0].diff), self.p.alpha,
+                                    flat(bottom[0].diff))
 
 
 @register_layer("AbsVal")
@@ -349,12 +352,16 @@ class Swish(Neuron):
     Params = SwishView
     summary = "x * sigmoid(beta * x)"
 
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        self.s = np.empty(bottom[0].shape, dtype=self.dtype)
+
     def forward(self, bottom, top):
         x = bottom[0].data
-        self.s = 0.5 * (1.0 + np.tanh(0.5 * self.p.beta * x))
-        top[0].data[...] = x * self.s
+        kernels_for(x).swish(flat(x), self.p.beta, flat(self.s), flat(top[0].data))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            b, y = self.p.beta, top[0].data
-            bottom[0].diff[...] = top[0].diff * (b * y + self.s * (1 - b * y))
+            y = top[0].data
+            kernels_for(y).swish_grad(flat(y), flat(self.s), flat(top[0].diff), self.p.beta,
+                                      flat(bottom[0].diff))
