@@ -171,6 +171,15 @@ class Convolution(Layer):
             self.col_images = (start, stop)
         return col
 
+    def gathered(self, kernels, images, start, stop) -> np.ndarray:
+        """images (N, R, P)[start:stop] as GEMM columns (R, n P): the image itself when there
+        is one, else gathered into gemm_buf."""
+        if stop - start == 1:
+            return images[start]
+        cols = self.gemm_buf[:images[start:stop].size].reshape(images.shape[1], -1)
+        kernels.images_to_cols(images[start:stop], cols)
+        return cols
+
     @staticmethod
     def grouped_matmul(a, b, out, groups, transpose_a=False):
         """out = a @ b (or a^T @ b) group by group: a (G, i, j), b and out split by rows."""
@@ -219,11 +228,7 @@ class Convolution(Layer):
         w = self.blobs[0].data.reshape(p.group, p.num_output // p.group, -1)
         dw = self.blobs[0].diff.reshape(w.shape)
         for start, stop in self.chunks(n):
-            if stop - start == 1:
-                dy_cols = dy[start]
-            else:
-                dy_cols = self.gemm_buf[:dy[start:stop].size].reshape(p.num_output, -1)
-                kernels.images_to_cols(dy[start:stop], dy_cols)
+            dy_cols = self.gathered(kernels, dy, start, stop)
             col = self.columns(kernels, x, start, stop, self.out_hw)
             self.add_grouped_outer(dw, dy_cols, col, p.group)
             if propagate_down[0] and self.pointwise and stop - start == 1:  # dx = W^T dY
@@ -271,11 +276,7 @@ class Deconvolution(Convolution):
         xs = x.reshape(n, c, plane)
         rows = p.num_output * p.kernel[0] * p.kernel[1]
         for start, stop in self.chunks(n):
-            if stop - start == 1:
-                x_cols = xs[start]
-            else:
-                x_cols = self.gemm_buf[:xs[start:stop].size].reshape(c, -1)
-                kernels.images_to_cols(xs[start:stop], x_cols)
+            x_cols = self.gathered(kernels, xs, start, stop)
             col = self.col_buf[:rows * x_cols.shape[1]].reshape(rows, -1)
             self.grouped_matmul(w, x_cols, col, p.group, transpose_a=True)
             kernels.col2im(col, *self.geometry(self.in_hw), top[0].data[start:stop])
@@ -299,11 +300,7 @@ class Deconvolution(Convolution):
         for start, stop in self.chunks(n):
             dcol = self.columns(kernels, dy, start, stop, self.in_hw)
             self.col_images = None
-            if stop - start == 1:
-                x_cols = xs[start]
-            else:
-                x_cols = self.gemm_buf[:xs[start:stop].size].reshape(c, -1)
-                kernels.images_to_cols(xs[start:stop], x_cols)
+            x_cols = self.gathered(kernels, xs, start, stop)
             self.add_grouped_outer(dw, x_cols, dcol, p.group)
             if propagate_down[0]:
                 if stop - start == 1:
