@@ -99,6 +99,10 @@ def train(
             help="auto (a progress bar on a terminal, Caffe's log lines otherwise), rich or "
                  "caffe."),
         threads: Optional[int] = _threads_option(),
+        allow_nan: bool = typer.Option(
+            False, "--allow-nan",
+            help="Go on when the loss or a gradient becomes NaN or infinite (Caffe's behaviour); "
+                 "by default training stops there with exit 1, before saving it."),
 ):
     """Train a net: Caffe's `caffe train --solver=... [--snapshot=...|--weights=...]`."""
     from .log import logger
@@ -120,6 +124,7 @@ def train(
                        "0.01, momentum 0.9, lr_policy fixed, max_iter 10000, no testing, "
                        "snapshots to %s_iter_N)", path, spec.snapshot_prefix)
     s = get_solver(spec, np.dtype(dtype), weights=weights, max_iter=max_iter)
+    s.check_finite = not allow_nan
 
     try:
         actions = SignalActions(sigint_effect, sighup_effect)

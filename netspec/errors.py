@@ -39,5 +39,9 @@ class DataError(SpecError):
     """A data set or database that is missing or unreadable (the spec's `source`)."""
 
 
+class DivergedError(NetspecError):
+    """Training produced a NaN or infinite loss or gradient (stopped before it is saved)."""
+
+
 class WeightsError(NetspecError):
     """A weights or solver-state file that is missing, truncated or does not fit the net."""

@@ -409,3 +409,30 @@ def test_parse_log_and_plot_read_caffes_own_log(in_tmp):
     assert test[2] == "200,6.531602,0.00985258,0.9633,0.118924"
     r = invoke("plot", "caffe.log", "-o", "c.png")
     assert r.exit_code == 0 and "3 train and 2 test points" in r.output
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_good_snapshots(project):
+    """base_lr 1e4 makes the loss NaN within a few iterations: exit 1, one line naming the
+    iteration and the first layer whose output went non-finite; every snapshot on disk is
+    finite; --allow-nan trains on as Caffe does."""
+    from netspec.snapshot import read_solverstate
+    (project / "solver.prototxt").write_text(
+        SOLVER.replace("base_lr: 0.05", "base_lr: 10000").replace("snapshot: 4", "snapshot: 1")
+        .replace("max_iter: 8", "max_iter: 40").replace("test_interval: 4", "test_interval: 100"))
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "solver.prototxt"],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: iteration ") and "first became NaN or infinite" in line
+    assert "layer '" in line and "--allow-nan" in line, line
+    assert "Traceback" not in done.stderr and "RuntimeWarning" not in done.stderr
+    states = sorted((project / "snaps").glob("*.solverstate"),
+                    key=lambda s: int(s.stem.split("_iter_")[1]))
+    assert states and f"the last snapshot (snaps/{states[-1].name}) is kept" in line
+    for state in states:
+        _, _, history, _, _ = read_solverstate(str(state), np.float32)
+        assert all(np.isfinite(h).all() for h in history)
+    stopped_at = int(line.split()[2].rstrip(":"))
+    assert max(int(s.stem.split("_iter_")[1]) for s in states) <= stopped_at
+    r = invoke("train", "solver.prototxt", "--allow-nan")
+    assert r.exit_code == 0, r.output

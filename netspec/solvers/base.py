@@ -6,6 +6,7 @@ iter_size, regularise, compute the update value (subclass), and subtract it. No 
 changes while backward runs."""
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..blob import Blob
 from ..compat import default_rng
-from ..errors import SpecError, WeightsError
+from ..errors import DivergedError, SpecError, WeightsError
 from ..log import logger
 from ..net import TEST, TRAIN, Net
 from ..params import build_view
@@ -72,6 +73,9 @@ class Solver:
         #: on_snapshot(solver, model_path, state_path)
         self.observers: list = []
         self.last_rate = 0.0
+        #: stop with DivergedError on a NaN/infinite loss or gradient (False: go on, as Caffe)
+        self.check_finite = True
+        self.last_snapshot: str | None = None
         if weights:
             for w in str(weights).split(","):
                 ignored = self.net.copy_from(w)
@@ -137,6 +141,13 @@ class Solver:
         logger.info("Optimization Done.")
 
     def step(self, iters: int) -> None:
+        """Run `iters` iterations. numpy's overflow warnings are silenced: a NaN or infinite
+        loss or gradient is reported once, by _check_finite (or ignored with check_finite off,
+        as Caffe does)."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            self._step(iters)
+
+    def _step(self, iters: int) -> None:
         p = self.param
         start_iter, stop_iter = self.iter, self.iter + iters
         self.losses, self.smoothed_loss = [], 0.0
@@ -148,6 +159,8 @@ class Solver:
                 self.test_all()
             display = p.display and self.iter % p.display == 0
             loss = sum(self.net.forward_backward() for _ in range(p.iter_size)) / p.iter_size
+            if self.check_finite:
+                self._check_finite(loss)
             self._update_smoothed_loss(loss, start_iter)
             if display:
                 lapse = time.perf_counter() - timer
@@ -166,6 +179,26 @@ class Solver:
             if request == "stop":
                 self.requested_stop = True
                 break
+
+    def _check_finite(self, loss: float) -> None:
+        """Stop, before the update reaches the weights or a snapshot, when the loss or a
+        gradient is NaN or infinite: name the first layer whose output (or, failing that,
+        whose parameter gradient) is not finite."""
+        bad_grad = next((info for info in self.net.learnable_params
+                         if not np.isfinite(np.sum(info.blob.diff, dtype=np.float64))), None)
+        if math.isfinite(loss) and bad_grad is None:
+            return
+        where = next((f"the output of layer '{layer.name}' ({layer.type})"
+                      for layer, tops in zip(self.net.layers, self.net.top_ids)
+                      if any(not np.isfinite(t.data).all() for t in tops)), None)
+        if where is None:
+            where = f"the gradient of layer '{bad_grad.owner}'" if bad_grad else "the loss"
+        kept = f"the last snapshot ({self.last_snapshot}) is kept" if self.last_snapshot \
+            else "no snapshot was written"
+        raise DivergedError(
+            f"iteration {self.iter}: the loss is {fmt(loss)}; {where} first became NaN or "
+            f"infinite; {kept}. Lower base_lr (or clip_gradients), or pass --allow-nan to go "
+            f"on as Caffe does")
 
     def _update_smoothed_loss(self, loss: float, start_iter: int) -> None:
         n = self.param.average_loss
@@ -270,6 +303,7 @@ class Solver:
                           self._extra_state())
         for o in self.observers:
             o.on_snapshot(self, model_path, state_path)
+        self.last_snapshot = state_path
         return model_path, state_path
 
     def _extra_state(self) -> dict:
@@ -280,6 +314,7 @@ class Solver:
     def restore(self, state_file: str) -> None:
         """Continue from a .solverstate: iteration, history, weights, schedule, data readers."""
         logger.info("Restoring previous solver status from %s", state_file)
+        self.last_snapshot = state_file
         iteration, current_step, history, extra, learned = read_solverstate(state_file,
                                                                              self.dtype)
         if len(history) != len(self.history):
