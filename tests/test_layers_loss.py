@@ -208,3 +208,14 @@ def test_every_loss_honours_normalization_and_loss_weight(kind):
         layer.backward(top, [i in down for i in range(len(bottom))], bottom)
         grads.append(bottom[0].diff.copy())
     np.testing.assert_allclose(grads[1], 2.5 * grads[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [10, -1, 2147483647, float("nan")])
+def test_accuracy_rejects_labels_outside_the_classes(bad):
+    """Caffe would index past its scores (and numpy wraps -1 to the last class): an error."""
+    from netspec.layers import LayerSetupError
+    scores = np.random.default_rng(0).normal(size=(3, 10))
+    with pytest.raises(LayerSetupError, match=r"out of range for 10 classes"):
+        run('type: "Accuracy"', scores, [1, bad, 2])
+    layer, _, top = run('type: "Accuracy" accuracy_param { ignore_label: -1 }', scores, [1, -1, 2])
+    assert 0 <= float(top[0].data) <= 1

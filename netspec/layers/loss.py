@@ -65,6 +65,20 @@ def label_positions(scores_shape, label_shape, axis, layer_type):
     return outer, inner
 
 
+def class_labels(bottom, outer: int, inner: int, axis: int, ignore_label: int | None):
+    """bottom[1]'s labels as (outer, inner) ints (0 where ignored) and the mask of those that
+    count; a label outside [0, classes) is an error, not an index that wraps around."""
+    labels = bottom[1].data.reshape(outer, inner)
+    as_int = np.nan_to_num(labels, nan=-1, posinf=-1, neginf=-1).astype(np.int64)
+    valid = np.ones(as_int.shape, dtype=bool) if ignore_label is None else as_int != ignore_label
+    classes = bottom[0].shape[axis]
+    bad = valid & ((as_int < 0) | (as_int >= classes) | ~np.isfinite(labels))
+    if bad.any():
+        raise LayerSetupError(f"label {labels[bad][0]:g} is out of range for {classes} classes "
+                              f"(labels must be 0 to {classes - 1})")
+    return np.where(valid, as_int, 0), valid
+
+
 @register_layer("SoftmaxWithLoss")
 class SoftmaxWithLoss(Layer):
     """Softmax then multinomial log loss, -log max(p[label], FLT_MIN), normalised as
@@ -88,15 +102,7 @@ class SoftmaxWithLoss(Layer):
             top[1].reshape(scores)
 
     def _labels(self, bottom):
-        """Labels as (outer, inner) ints, and the mask of those that count."""
-        labels = bottom[1].data.reshape(self.outer, self.inner).astype(np.int64)
-        valid = np.ones_like(labels, dtype=bool) if self.p.ignore_label is None \
-            else labels != self.p.ignore_label
-        classes = bottom[0].shape[self.axis]
-        bad = valid & ((labels < 0) | (labels >= classes))
-        if bad.any():
-            raise LayerSetupError(f"label {labels[bad][0]} is out of range for {classes} classes")
-        return np.where(valid, labels, 0), valid
+        return class_labels(bottom, self.outer, self.inner, self.axis, self.p.ignore_label)
 
     def _normaliser(self, valid_count):
         return normaliser(self.p.normalization, self.outer, self.inner, valid_count)
@@ -165,10 +171,7 @@ class Accuracy(Layer):
 
     def forward(self, bottom, top):
         scores = bottom[0].data.reshape(self.outer, -1, self.inner)
-        labels = bottom[1].data.reshape(self.outer, self.inner).astype(np.int64)
-        valid = np.ones_like(labels, dtype=bool) if self.p.ignore_label is None \
-            else labels != self.p.ignore_label
-        safe = np.where(valid, labels, 0)
+        safe, valid = class_labels(bottom, self.outer, self.inner, self.axis, self.p.ignore_label)
         true_score = np.take_along_axis(scores, safe[:, None, :], axis=1)
         better = (scores >= true_score).sum(axis=1) - 1  # the true class itself is not "better"
         correct = (better < self.p.top_k) & valid
