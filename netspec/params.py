@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class ParamView(BaseModel):
-    """Base of every parameter view: immutable, proto messages allowed as field values."""
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="ignore")
+    """Base of every parameter view: immutable, proto messages allowed as field values.
+    Numbers must be finite: nan or inf where Caffe's meaning needs a number is an error."""
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="ignore", allow_inf_nan=False)
     #: names of the fields the spec actually set (Caffe's has_xxx())
     set_fields: frozenset[str] = frozenset()
 

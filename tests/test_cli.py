@@ -436,3 +436,26 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_good_snapshots(projec
     assert max(int(s.stem.split("_iter_")[1]) for s in states) <= stopped_at
     r = invoke("train", "solver.prototxt", "--allow-nan")
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("change,message", [
+    (("base_lr: 0.05", "base_lr: nan"), "solver.prototxt:4: solver: base_lr must be a finite "
+                                        "number. Received: base_lr=nan"),
+    (("gamma: 0.0001", "gamma: -1"), "gamma must be >= 0 for lr_policy 'inv'"),
+    (("gamma: 0.0001", "gamma: inf"), "gamma must be a finite number"),
+])
+def test_solver_numbers_that_have_no_meaning_are_one_line(project, change, message):
+    (project / "solver.prototxt").write_text(SOLVER.replace(*change))
+    r = invoke("train", "solver.prototxt")
+    assert r.exit_code == 1 and message in r.output.splitlines()[-1], r.output
+
+
+def test_dummy_data_with_an_empty_dimension_is_one_line(in_tmp):
+    (in_tmp / "net.prototxt").write_text(
+        'layer { name: "d" type: "DummyData" top: "data" top: "label" dummy_data_param { '
+        'shape { dim: 0 dim: 3 } shape { dim: 0 } } }\n'
+        'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+        'inner_product_param { num_output: 2 } }\n')
+    r = invoke("train", "net.prototxt", "--max-iter", "1")
+    assert r.exit_code == 1
+    assert "every shape dimension must be at least 1, got (0, 3)" in r.output.splitlines()[-1]

@@ -143,6 +143,10 @@ class DummyData(Layer):
         if len(shapes) not in (1, n):
             raise LayerSetupError(f"give 1 shape or one per top ({n}), got {len(shapes)}",
                                   field="shape")
+        empty = next((s for s in shapes if not s or min(s) < 1), None)
+        if empty is not None:
+            raise LayerSetupError(f"every shape dimension must be at least 1, got {empty}",
+                                  field="shape")
         fillers = p.data_filler or [pb.FillerParameter(type="constant")]
         if len(fillers) not in (1, n):
             raise LayerSetupError(f"give 1 data_filler or one per top ({n})", field="data_filler")

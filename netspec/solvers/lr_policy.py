@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+from ..errors import NetspecError
+
 
 def fixed(p, it, step):
     return p.base_lr, step
@@ -34,7 +36,7 @@ def poly(p, it, step):
 
 
 def sigmoid(p, it, step):
-    return p.base_lr / (1.0 + math.exp(-p.gamma * (it - p.stepsize))), step
+    return p.base_lr / (1.0 + math.exp(min(-p.gamma * (it - p.stepsize), 700.0))), step
 
 
 POLICIES = {"fixed": fixed, "step": step_, "exp": exp, "inv": inv, "multistep": multistep,
@@ -42,5 +44,13 @@ POLICIES = {"fixed": fixed, "step": step_, "exp": exp, "inv": inv, "multistep": 
 
 
 def learning_rate(p, it: int, current_step: int) -> tuple[float, int]:
-    """(rate at iteration `it`, new multistep position)."""
-    return POLICIES[p.lr_policy](p, it, current_step)
+    """(rate at iteration `it`, new multistep position); a rate that overflows is an error."""
+    try:
+        rate, step = POLICIES[p.lr_policy](p, it, current_step)
+    except (OverflowError, ZeroDivisionError):
+        rate, step = math.inf, current_step
+    if not math.isfinite(rate):
+        raise NetspecError(f"lr_policy '{p.lr_policy}' gives no finite learning rate at "
+                           f"iteration {it} (base_lr {p.base_lr:g}, gamma {p.gamma:g}, power "
+                           f"{p.power:g})")
+    return rate, step

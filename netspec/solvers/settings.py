@@ -58,6 +58,9 @@ class SolverSettings(ParamView):
                 raise ValueError("stepvalue must list the iterations for lr_policy 'multistep'")
             if any(b <= a for a, b in zip(self.stepvalue, self.stepvalue[1:])):
                 raise ValueError(f"stepvalue must be increasing. Received: {self.stepvalue}")
+        if self.lr_policy == "inv" and self.gamma < 0:
+            raise ValueError(f"gamma must be >= 0 for lr_policy 'inv' (1 + gamma * iter would "
+                             f"reach 0). Received: gamma={self.gamma}")
         if self.lr_policy == "poly" and self.max_iter <= 0:
             raise ValueError("max_iter must be > 0 for lr_policy 'poly'")
         if self.regularization_type not in ("L1", "L2"):
