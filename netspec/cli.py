@@ -68,7 +68,7 @@ def _threads_option():
 def _is_net_spec(path: str) -> bool:
     try:
         text = Path(path).read_text()
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # read_solver reports it
         return False
     return re.search(r"^\s*(layers?|input)\s*[:{<]", text, re.M) is not None and \
         re.search(r"^\s*(base_lr|lr_policy|max_iter)\s*:", text, re.M) is None

@@ -30,11 +30,17 @@ def read_spec(path: str | os.PathLike, message: pb_message.Message):
     """(message, Source): the file parsed, and its text kept for later errors' line numbers."""
     path = str(path)
     try:
-        text = Path(path).read_text()
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise SpecError("file not found", file=path) from None
-    except (IsADirectoryError, UnicodeDecodeError) as e:
-        raise SpecError(f"cannot read as a text spec ({e.__class__.__name__})", file=path) from None
+    except IsADirectoryError:
+        raise SpecError("is a folder, not a text spec", file=path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise SpecError(f"not UTF-8 text (byte 0x{raw[e.start]:02x}): a prototxt is text",
+                        file=path, line=line) from None
     return parse_text(text, message, file=path), Source(path, text)
 
 

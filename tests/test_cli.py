@@ -459,3 +459,16 @@ def test_dummy_data_with_an_empty_dimension_is_one_line(in_tmp):
     r = invoke("train", "net.prototxt", "--max-iter", "1")
     assert r.exit_code == 1
     assert "every shape dimension must be at least 1, got (0, 3)" in r.output.splitlines()[-1]
+
+
+def test_invalid_utf8_in_a_solver_or_net_file_names_its_line(project):
+    for name in ("solver.prototxt", "net.prototxt"):
+        text = (project / name).read_bytes().split(b"\n")
+        text[1] += b" \xff"
+        (project / name).write_bytes(b"\n".join(text))
+        done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "solver.prototxt"],
+                              capture_output=True, text=True, cwd=project)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert done.stderr.strip() == f"error: {name}:2: not UTF-8 text (byte 0xff): a " \
+                                      f"prototxt is text"
+        (project / name).write_bytes(b"\n".join(text).replace(b" \xff", b""))
