@@ -59,6 +59,17 @@ def _setup_logging(log_file: Optional[str], console_level: int = logging.INFO) -
     configure(logging.INFO, sys.stdout, log_file, console_level)
 
 
+def _gpu_option():
+    return typer.Option(None, "--gpu", help="GPU ids (Caffe's flag): not available yet, "
+                                            "netspec runs on the CPU.")
+
+
+def _no_gpu(gpu: Optional[str]) -> None:
+    if gpu is not None:
+        raise NetspecError(f"--gpu {gpu}: netspec has no GPU backend yet and runs on the CPU; "
+                           f"drop --gpu (a solver file's solver_mode: GPU falls back by itself)")
+
+
 def _threads_option():
     return typer.Option(None, "--threads", min=1,
                         help="Threads for BLAS and the kernels [default: OMP_NUM_THREADS, else "
@@ -99,6 +110,7 @@ def train(
             help="auto (a progress bar on a terminal, Caffe's log lines otherwise), rich or "
                  "caffe."),
         threads: Optional[int] = _threads_option(),
+        gpu: Optional[str] = _gpu_option(),
         allow_nan: bool = typer.Option(
             False, "--allow-nan",
             help="Go on when the loss or a gradient becomes NaN or infinite (Caffe's behaviour); "
@@ -114,6 +126,7 @@ def train(
         raise NetspecError("give --snapshot (resume) or --weights (fine-tune), not both")
     if log_format not in ("auto", "rich", "caffe"):
         raise NetspecError(f"--log-format must be auto, rich or caffe, got {log_format!r}")
+    _no_gpu(gpu)
     rich = log_format == "rich" or (log_format == "auto" and sys.stdout.isatty())
     _setup_logging(log_file, logging.WARNING if rich else logging.INFO)
     set_threads(threads)
@@ -149,8 +162,10 @@ def test(
         iterations: int = typer.Option(50, "--iterations", min=1, help="Batches to run."),
         log_file: Optional[str] = typer.Option(None, "--log", help="Also write the log here."),
         threads: Optional[int] = _threads_option(),
+        gpu: Optional[str] = _gpu_option(),
 ):
     """Score a model: Caffe's `caffe test --model=... --weights=... --iterations=N`."""
+    _no_gpu(gpu)
     from .log import logger
     from .net import TEST, Net
     from .solvers.base import fmt, loss_suffix
@@ -300,12 +315,18 @@ def upgrade(
 @app.command("time")
 @friendly
 def time_(
-        model: str = typer.Argument(..., metavar="SPEC", help="Net prototxt to time."),
+        spec: Optional[str] = typer.Argument(None, metavar="SPEC", help="Net prototxt to time."),
+        model: Optional[str] = typer.Option(None, "--model", help="The same (Caffe's flag)."),
         iterations: int = typer.Option(50, "--iterations", min=1, help="Passes to average."),
         phase: str = typer.Option("TRAIN", "--phase", help="TRAIN or TEST."),
         threads: Optional[int] = _threads_option(),
+        gpu: Optional[str] = _gpu_option(),
 ):
     """Average forward / backward time per layer: Caffe's `caffe time --model=...`."""
+    _no_gpu(gpu)
+    model = model or spec
+    if not model:
+        raise NetspecError("give a net: netspec time NET.prototxt (or --model)")
     set_threads(threads)
     from .net import TEST, TRAIN, Net
     from .timing import time_net
@@ -442,6 +463,21 @@ def compute_image_mean_(
     compute_image_mean(db, output, log=typer.echo)
 
 
+def caffe_style_flags(args: list[str]) -> list[str]:
+    """Caffe's single-dash long flags as ours: `-solver FILE`, `-weights=W`, `-h`. Short options
+    (`-o`) and negative numbers pass unchanged."""
+    out = []
+    for arg in args:
+        name = arg[1:].split("=", 1)[0]
+        if arg == "-h":
+            arg = "--help"
+        elif arg.startswith("-") and not arg.startswith("--") and len(name) > 1 and \
+                name[0].isalpha() and name.replace("_", "").replace("-", "").isalnum():
+            arg = "-" + arg
+        out.append(arg)
+    return out
+
+
 def main() -> None:
     """Console entry point."""
-    app()
+    app(args=caffe_style_flags(sys.argv[1:]))

@@ -472,3 +472,26 @@ def test_invalid_utf8_in_a_solver_or_net_file_names_its_line(project):
         assert done.stderr.strip() == f"error: {name}:2: not UTF-8 text (byte 0xff): a " \
                                       f"prototxt is text"
         (project / name).write_bytes(b"\n".join(text).replace(b" \xff", b""))
+
+
+def test_caffes_single_dash_flags_port_unchanged(project):
+    """`caffe train -solver ...` lines work by changing the program name."""
+    from netspec.cli import caffe_style_flags
+    assert caffe_style_flags(["train", "-solver=s.prototxt", "-weights", "w", "-o", "x", "-1",
+                              "-h", "--log", "f"]) == \
+        ["train", "--solver=s.prototxt", "--weights", "w", "-o", "x", "-1", "--help", "--log", "f"]
+    cli = [sys.executable, str(ROOT / "cli.py")]
+    done = subprocess.run(cli + ["train", "-solver=solver.prototxt"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(cli + ["time", "-model", "net.prototxt", "-iterations", "1"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "Average Forward-Backward" in done.stdout, done.stderr
+    done = subprocess.run(cli + ["train", "-h"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--solver" in done.stdout
+    done = subprocess.run(cli + ["train", "-solver", "solver.prototxt", "-gpu", "0"],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("error: --gpu 0: netspec has no GPU backend yet and runs on "
+                                   "the CPU; drop --gpu (a solver file's solver_mode: GPU falls "
+                                   "back by itself)")
