@@ -97,7 +97,11 @@ def render(dot: str, path: str) -> None:
     if fmt in ("dot", "gv"):
         write_atomic(path, dot)
         return
-    import graphviz
+    try:
+        import graphviz
+    except ImportError:
+        raise RuntimeError("rendering needs the graphviz package: pip install 'netspec[tools]' "
+                           "(`-o net.dot` needs nothing)") from None
     try:
         data = graphviz.Source(dot).pipe(format=fmt)
     except graphviz.ExecutableNotFound:

@@ -527,3 +527,18 @@ def test_crafted_pickles_are_refused_not_run(in_tmp):
     r = invoke("data", "get", "cifar10", "--dir", "c10", "--from", str(batches))
     assert r.exit_code == 1 and not marker.exists()
     assert "refusing to unpickle posix.system" in r.output.splitlines()[-1]
+
+
+def test_draw_without_the_graphviz_package_says_which_extra(project, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_graphviz(name, *args, **kwargs):
+        if name == "graphviz":
+            raise ModuleNotFoundError("No module named 'graphviz'")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_graphviz)
+    r = invoke("draw", "net.prototxt", "-o", "net.png")
+    assert r.exit_code == 1
+    assert "pip install 'netspec[tools]'" in r.output.splitlines()[-1]
+    assert invoke("draw", "net.prototxt", "-o", "net.dot").exit_code == 0
