@@ -1,6 +1,9 @@
 """Blob: an N-d array of values (`data`) and of gradients (`diff`), as in Caffe and pycaffe."""
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
 
 from .proto import netspec_pb2 as pb
@@ -10,6 +13,7 @@ class Blob:
     __slots__ = ("data", "diff")
 
     def __init__(self, shape=(), dtype=np.float32):
+        check_fits(tuple(shape), dtype)
         self.data = np.zeros(tuple(shape), dtype=dtype)
         self.diff = np.zeros(tuple(shape), dtype=dtype)
 
@@ -39,6 +43,7 @@ class Blob:
         if any(s < 0 for s in shape):
             raise ValueError(f"negative dimension in blob shape {shape}")
         if shape != self.data.shape:
+            check_fits(shape, self.data.dtype)
             self.data = np.zeros(shape, dtype=self.data.dtype)
             self.diff = np.zeros(shape, dtype=self.data.dtype)
 
@@ -58,6 +63,34 @@ class Blob:
 
     def __repr__(self) -> str:
         return f"Blob(shape={self.shape}, dtype={self.dtype})"
+
+
+def check_fits(shape: tuple, dtype) -> None:
+    """Refuse, before allocating, a blob whose values alone exceed this machine's memory (a
+    typo like num_output: 1000000000 would otherwise die in the allocator). The diff is not
+    counted: its pages are only taken when a backward pass writes them."""
+    needed = math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize
+    if needed > _MEMORY:
+        raise MemoryError(f"a blob of shape {tuple(shape)} needs {_size(needed)}, more than "
+                          f"this machine's {_size(_MEMORY)} of memory")
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}" if unit != "bytes" else f"{int(n)} bytes"
+        n /= 1024
+    return ""
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+_MEMORY = _physical_memory()
 
 
 def proto_shape(proto: pb.BlobProto) -> tuple[int, ...]:

@@ -116,7 +116,7 @@ class Net:
                 raise self._error(i, str(e), e.field) from None
             except DataError as e:
                 raise self._error(i, e.message, "source", cls=DataError) from None
-            except (ValueError, OSError) as e:
+            except (ValueError, OSError, MemoryError) as e:
                 raise self._error(i, str(e)) from None
             if cls.is_data and lp.type == "Input":
                 self.inputs.extend(lp.top)

@@ -542,3 +542,17 @@ def test_draw_without_the_graphviz_package_says_which_extra(project, monkeypatch
     assert r.exit_code == 1
     assert "pip install 'netspec[tools]'" in r.output.splitlines()[-1]
     assert invoke("draw", "net.prototxt", "-o", "net.dot").exit_code == 0
+
+
+@pytest.mark.parametrize("change,where", [
+    (("num_output: 2 ", "num_output: 4000000000 "), "InnerProduct 'ip': a blob of shape "
+                                                  "(4000000000, 27) needs"),
+    (("batch_size: 8", "batch_size: 4000000000"), "Data 'data': a blob of shape "
+                                                  "(4000000000, 1, 4, 4) needs"),
+])
+def test_huge_shapes_name_the_layer_and_size_before_allocating(project, change, where):
+    (project / "net.prototxt").write_text(NET.format(src="db").replace(*change))
+    r = invoke("time", "net.prototxt", "--iterations", "1")
+    assert r.exit_code == 1
+    line = r.output.splitlines()[-1]
+    assert where in line and "more than this machine's" in line, line
