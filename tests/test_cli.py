@@ -556,3 +556,47 @@ def test_huge_shapes_name_the_layer_and_size_before_allocating(project, change, 
     assert r.exit_code == 1
     line = r.output.splitlines()[-1]
     assert where in line and "more than this machine's" in line, line
+
+
+def test_an_unwritable_snapshot_folder_is_found_before_training(project):
+    import os
+    (project / "blocked").write_text("a file where the snapshot folder should be")
+    (project / "solver.prototxt").write_text(SOLVER.replace('"snaps/tiny"', '"blocked/tiny"'))
+    r = invoke("train", "solver.prototxt")
+    assert r.exit_code == 1 and "Iteration" not in r.output
+    assert r.output.splitlines()[-1].startswith("error: cannot write snapshots to blocked/ ")
+
+
+def test_a_read_only_snapshot_folder_is_found_before_training(project):
+    import os
+    (project / "snaps").mkdir()
+    os.chmod(project / "snaps", 0o500)
+    try:
+        if os.access(project / "snaps", os.W_OK):
+            pytest.skip("running as a user who may write anywhere (root)")
+        r = invoke("train", "solver.prototxt")
+        assert r.exit_code == 1
+        assert r.output.splitlines()[-1].startswith("error: cannot write snapshots to snaps/")
+        assert "Iteration" not in r.output
+    finally:
+        os.chmod(project / "snaps", 0o700)
+
+
+def test_a_failed_snapshot_write_is_one_line_and_keeps_the_earlier_ones(project, monkeypatch):
+    """A full disk, simulated: the second snapshot's write fails with ENOSPC."""
+    import errno
+    import netspec.solvers.base as base
+    real, calls = base.write_solverstate, []
+
+    def full_disk(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(base, "write_solverstate", full_disk)
+    r = invoke("train", "solver.prototxt")
+    assert r.exit_code == 1
+    assert r.output.splitlines()[-1] == (
+        "error: iteration 8: could not write the snapshot snaps/tiny_iter_8.caffemodel: No space "
+        "left on device; the last complete snapshot is snaps/tiny_iter_4.solverstate")
+    assert (project / "snaps" / "tiny_iter_4.solverstate").is_file()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..blob import Blob
 from ..compat import default_rng
-from ..errors import DivergedError, SpecError, WeightsError
+from ..errors import DivergedError, NetspecError, SpecError, WeightsError
 from ..log import logger
 from ..net import TEST, TRAIN, Net
 from ..params import build_view
@@ -127,6 +128,8 @@ class Solver:
         logger.info("Learning Rate Policy: %s", p.lr_policy)
         if resume_file:
             self.restore(resume_file)
+        if p.snapshot or p.snapshot_after_train:
+            self.check_snapshot_folder()
         self.step(p.max_iter - self.iter)
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self.snapshot()
@@ -291,16 +294,36 @@ class Solver:
             return self.param.snapshot_prefix
         return str(Path(self.file).with_suffix("")) if self.file else "netspec"
 
+    def check_snapshot_folder(self) -> None:
+        """Caffe checks the snapshot prefix is writable before training; so do we, by creating
+        (and removing) a file where the snapshots will go."""
+        folder = os.path.dirname(self.snapshot_prefix()) or "."
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, suffix=".tmp")
+            os.close(fd)
+            os.remove(probe)
+        except OSError as e:
+            raise NetspecError(f"cannot write snapshots to {folder}/ (snapshot_prefix "
+                               f"{self.snapshot_prefix()!r}): {e.strerror or e}") from None
+
     def snapshot(self) -> tuple[str, str]:
-        """Write the weights and the solver state; returns their paths."""
+        """Write the weights and the solver state; returns their paths. A failed write (a full
+        disk) is one error; the files written before it are left as they were."""
         hdf5 = self.param.snapshot_format == pb.SolverParameter.HDF5
         kind = "HDF5" if hdf5 else "binary proto"
         model_path, state_path = snapshot_paths(self.snapshot_prefix(), self.iter, hdf5)
-        logger.info("Snapshotting to %s file %s", kind, model_path)
-        self.net.save(model_path)
-        logger.info("Snapshotting solver state to %s file %s", kind, state_path)
-        write_solverstate(state_path, self.iter, model_path, self.history, self.current_step,
-                          self._extra_state())
+        try:
+            logger.info("Snapshotting to %s file %s", kind, model_path)
+            self.net.save(model_path)
+            logger.info("Snapshotting solver state to %s file %s", kind, state_path)
+            write_solverstate(state_path, self.iter, model_path, self.history,
+                              self.current_step, self._extra_state())
+        except OSError as e:
+            kept = f"; the last complete snapshot is {self.last_snapshot}" \
+                if self.last_snapshot else ""
+            raise NetspecError(f"iteration {self.iter}: could not write the snapshot "
+                               f"{model_path}: {e.strerror or e}{kept}") from None
         for o in self.observers:
             o.on_snapshot(self, model_path, state_path)
         self.last_snapshot = state_path
