@@ -57,12 +57,18 @@ class Net:
         state.level = level or state.level
         state.stage.extend(s for s in stages if s not in state.stage)
         param, origin = upgrade_net(param, self.source)
+        if not param.layer:
+            raise SpecError("the net has no layers (an empty file?)", file=self.source.file)
         param, kept = filter_net(param, state, self.source, origin)
         param, self._origin = insert_splits(param, [origin[k] for k in kept], self.source)
         self.param = param
         self._build(param)
         if weights is not None:
             self.copy_from(weights)
+            if self.weights_missing:
+                logger.warning("%d layer(s) received no weights from %s and keep their random "
+                               "initialisation: %s", len(self.weights_missing), weights,
+                               ", ".join(self.weights_missing))
 
     # -- construction --------------------------------------------------------------------------
     def _error(self, index: int, message: str, field: str | None = None, cls=SpecError):
@@ -341,8 +347,11 @@ class Net:
         """Load weights by layer name from a .caffemodel (or NetParameter); returns the names of
         source layers that matched nothing here."""
         path = "<NetParameter>" if isinstance(weights, pb.NetParameter) else os.fspath(weights)
-        ignored = []
-        for name, arrays in self._weights_in(weights, path):
+        ignored, loaded = [], set()
+        source = self._weights_in(weights, path)
+        if not any(arrays for _, arrays in source):
+            raise WeightsError(f"{path}: holds no weights (no layer with blobs)")
+        for name, arrays in source:
             target = self.layer_dict.get(name)
             if target is None:
                 if arrays:
@@ -356,6 +365,13 @@ class Net:
                     raise WeightsError(f"{path}: layer '{name}' blob {j} has shape "
                                        f"{values.shape} in the file but {blob.shape} in the net")
                 blob.data[...] = values
+            loaded.add(name)
+        #: layers with parameters that the last copy_from left untouched
+        self.weights_missing = [l.name for l in self.layers if l.blobs and l.name not in loaded]
+        if not loaded:
+            raise WeightsError(f"{path}: none of its layers ({', '.join(ignored[:5])}"
+                               f"{', ...' if len(ignored) > 5 else ''}) is in this net: no "
+                               f"weights were loaded")
         return ignored
 
     def _weights_in(self, weights, path):

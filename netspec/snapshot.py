@@ -69,7 +69,7 @@ def read_weights_h5(path: str) -> list[tuple[str, list[np.ndarray]]]:
         with h5py.File(path, "r") as f:
             return [(name, [np.asarray(group[str(i)]) for i in range(len(group))])
                     for name, group in f["data"].items()]
-    except (OSError, KeyError) as e:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as e:
         raise WeightsError(f"{path}: not a valid .caffemodel.h5 ({e})") from None
 
 

@@ -600,3 +600,42 @@ def test_a_failed_snapshot_write_is_one_line_and_keeps_the_earlier_ones(project,
         "error: iteration 8: could not write the snapshot snaps/tiny_iter_8.caffemodel: No space "
         "left on device; the last complete snapshot is snaps/tiny_iter_4.solverstate")
     assert (project / "snaps" / "tiny_iter_4.solverstate").is_file()
+
+
+def test_nothing_to_learn_from_or_load_is_an_error_not_a_silent_run(project):
+    """An empty net file, an empty .caffemodel, weights for another net, a solver state that
+    names no weights: each one line, exit 1. Weights that miss some layers are named."""
+    import netspec
+    from netspec.proto import netspec_pb2 as pb
+    from netspec.snapshot import write_solverstate
+    (project / "empty.prototxt").write_text("")
+    (project / "empty_solver.prototxt").write_text(SOLVER.replace("net.prototxt",
+                                                                  "empty.prototxt"))
+    r = invoke("train", "empty_solver.prototxt")
+    assert r.exit_code == 1
+    assert r.output.splitlines()[-1] == "error: empty.prototxt: the net has no layers (an " \
+                                        "empty file?)"
+    (project / "empty.caffemodel").write_bytes(b"")
+    r = invoke("test", "--model", "net.prototxt", "--weights", "empty.caffemodel")
+    assert r.exit_code == 1
+    assert r.output.splitlines()[-1] == "error: empty.caffemodel: holds no weights (no layer " \
+                                        "with blobs)"
+    net = netspec.Net("net.prototxt", netspec.TEST)
+    proto = net.to_proto()
+    for layer in proto.layer:
+        layer.name += "_renamed"
+    (project / "other.caffemodel").write_bytes(proto.SerializeToString())
+    r = invoke("test", "--model", "net.prototxt", "--weights", "other.caffemodel")
+    assert r.exit_code == 1 and "none of its layers (conv_renamed, ip_renamed) is in this net" \
+        in r.output.splitlines()[-1]
+    proto = net.to_proto()
+    proto.layer[2].name = "ip_renamed"  # one flipped name: conv loads, ip would stay random
+    (project / "partial.caffemodel").write_bytes(proto.SerializeToString())
+    r = invoke("test", "--model", "net.prototxt", "--weights", "partial.caffemodel",
+               "--iterations", "1")
+    assert r.exit_code == 0
+    assert "1 layer(s) received no weights from partial.caffemodel and keep their random " \
+           "initialisation: ip" in r.output
+    write_solverstate("nolearned.solverstate", 4, "", [], 0, {})
+    r = invoke("train", "solver.prototxt", "--snapshot", "nolearned.solverstate")
+    assert r.exit_code == 1 and "names no learned net" in r.output.splitlines()[-1]

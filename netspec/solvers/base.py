@@ -82,6 +82,9 @@ class Solver:
                 ignored = self.net.copy_from(w)
                 logger.info("Finetuning from %s%s", w,
                             f" (ignoring source layers: {', '.join(ignored)})" if ignored else "")
+                if self.net.weights_missing:
+                    logger.info("Layers initialised by their fillers (not in %s): %s", w,
+                                ", ".join(self.net.weights_missing))
 
     # -- nets ------------------------------------------------------------------------------------
     def _path(self, path: str) -> str:
@@ -340,6 +343,9 @@ class Solver:
         self.last_snapshot = state_file
         iteration, current_step, history, extra, learned = read_solverstate(state_file,
                                                                              self.dtype)
+        if not learned:
+            raise WeightsError(f"{state_file}: names no learned net (learned_net is empty): "
+                               f"the weights to resume are unknown")
         if len(history) != len(self.history):
             raise WeightsError(f"{state_file}: holds {len(history)} history blobs, this solver "
                                f"needs {len(self.history)} (a different net or solver type?)")
@@ -348,8 +354,7 @@ class Solver:
                 raise WeightsError(f"{state_file}: history blob {j} has shape {saved.shape}, "
                                    f"the net's parameter has {mine.shape}")
             mine.data[...] = saved
-        if learned:
-            self.net.copy_from(learned)
+        self.net.copy_from(learned)
         self.iter = iteration
         self.current_step = current_step
         if "rng" in extra:
