@@ -34,7 +34,10 @@ def friendly(command):
         except NetspecError as e:
             if _debug:
                 raise
-            typer.echo(f"error: {e}", err=True)
+            text = str(e)
+            if len(text) > 1000:  # an error quoting a huge input stays one readable line
+                text = f"{text[:1000]}... ({len(text):,} characters)"
+            typer.echo(f"error: {text}", err=True)
             raise typer.Exit(1) from None
     return run
 

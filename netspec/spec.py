@@ -29,6 +29,8 @@ def read_text(path: str | os.PathLike, message: pb_message.Message) -> pb_messag
 def read_spec(path: str | os.PathLike, message: pb_message.Message):
     """(message, Source): the file parsed, and its text kept for later errors' line numbers."""
     path = str(path)
+    if not path.strip():
+        raise SpecError("no file name given (an empty path)")
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:

@@ -639,3 +639,19 @@ def test_nothing_to_learn_from_or_load_is_an_error_not_a_silent_run(project):
     write_solverstate("nolearned.solverstate", 4, "", [], 0, {})
     r = invoke("train", "solver.prototxt", "--snapshot", "nolearned.solverstate")
     assert r.exit_code == 1 and "names no learned net" in r.output.splitlines()[-1]
+
+
+def test_left_over_temp_files_are_removed_and_an_empty_net_field_is_named(project):
+    (project / "snaps").mkdir()
+    stale = project / "snaps" / "tiny_iter_4.caffemodel.abc123.tmp"
+    stale.write_bytes(b"half a snapshot")
+    other = project / "snaps" / "notes.tmp"
+    other.write_text("not ours")
+    r = invoke("train", "solver.prototxt")
+    assert r.exit_code == 0 and not stale.exists() and other.exists()
+    assert "Removed 1 unfinished snapshot file(s)" in r.output
+    (project / "solver.prototxt").write_text(SOLVER.replace('net: "net.prototxt"', 'net: ""'))
+    r = invoke("train", "solver.prototxt")
+    assert r.exit_code == 1
+    assert r.output.splitlines()[-1] == "error: solver.prototxt:1: net is empty: give the " \
+                                        "net's prototxt file"

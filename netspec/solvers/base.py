@@ -6,6 +6,7 @@ iter_size, regularise, compute the update value (subclass), and subtract it. No 
 changes while backward runs."""
 from __future__ import annotations
 
+import glob
 import math
 import os
 import tempfile
@@ -100,6 +101,9 @@ class Solver:
         field = sources[0]
         model = getattr(p, field)
         if isinstance(model, str):
+            if not model.strip():
+                raise SpecError(f"{field} is empty: give the net's prototxt file", file=self.file,
+                                line=field_line(self.source.text, 1, field), field=field)
             model = self._path(model)
         return Net(model, TRAIN, stages=list(p.train_state.stage), level=p.train_state.level,
                    dtype=self.dtype, rng=self.rng)
@@ -300,7 +304,8 @@ class Solver:
     def check_snapshot_folder(self) -> None:
         """Caffe checks the snapshot prefix is writable before training; so do we, by creating
         (and removing) a file where the snapshots will go."""
-        folder = os.path.dirname(self.snapshot_prefix()) or "."
+        prefix = self.snapshot_prefix()
+        folder = os.path.dirname(prefix) or "."
         try:
             os.makedirs(folder, exist_ok=True)
             fd, probe = tempfile.mkstemp(dir=folder, suffix=".tmp")
@@ -308,7 +313,14 @@ class Solver:
             os.remove(probe)
         except OSError as e:
             raise NetspecError(f"cannot write snapshots to {folder}/ (snapshot_prefix "
-                               f"{self.snapshot_prefix()!r}): {e.strerror or e}") from None
+                               f"{prefix!r}): {e.strerror or e}") from None
+        # unfinished writes of a run that was killed (atomic writes leave only these behind)
+        stale = glob.glob(glob.escape(prefix) + "_iter_*.tmp")
+        for path in stale:
+            os.remove(path)
+        if stale:
+            logger.info("Removed %d unfinished snapshot file(s) left by an interrupted run",
+                        len(stale))
 
     def snapshot(self) -> tuple[str, str]:
         """Write the weights and the solver state; returns their paths. A failed write (a full
