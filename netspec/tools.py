@@ -9,23 +9,8 @@ from .db import DatumReader, write_records
 from .errors import DataError
 from .images import encode, load
 from .io import write_mean
+from .layers.files import image_list
 from .proto import netspec_pb2 as pb
-
-
-def read_list(path: str) -> list[tuple[str, int]]:
-    """"path label" lines (the path may contain spaces: the label is the last field)."""
-    out = []
-    try:
-        with open(path) as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    name, _, label = line.strip().rpartition(" ")
-                    if not name or not label.lstrip("-").isdigit():
-                        raise DataError(f"{path}:{n}: expected 'path label', got {line.strip()!r}")
-                    out.append((name, int(label)))
-    except FileNotFoundError:
-        raise DataError(f"list file '{path}' not found") from None
-    return out
 
 
 def convert_imageset(root: str, list_file: str, db: str, *, resize_height: int = 0,
@@ -34,7 +19,7 @@ def convert_imageset(root: str, list_file: str, db: str, *, resize_height: int =
                      log=print) -> int:
     """Write Datums keyed "%08d_<path>" as Caffe's convert_imageset: raw BGR bytes, or the
     file's own bytes with --encoded (re-encoded when resized or given encode_type)."""
-    items = read_list(list_file)
+    items = image_list(list_file)
     if shuffle:
         np.random.default_rng(seed).shuffle(items)
 

@@ -371,7 +371,7 @@ def test_convert_imageset_and_compute_image_mean_commands(in_tmp):
     np.testing.assert_allclose(read_mean("mean.binaryproto"), np.full((3, 4, 4), 10.0))
     (in_tmp / "bad.txt").write_text("0.png zero\n")
     r = invoke("convert-imageset", "img", "bad.txt", "db2")
-    assert r.exit_code == 1 and "bad.txt:1: expected 'path label'" in r.output
+    assert r.exit_code == 1 and "bad.txt:1: expected 'IMAGE_PATH LABEL'" in r.output
     assert not (in_tmp / "db2").exists() and not (in_tmp / "db2.tmp").exists()
     r = invoke("compute-image-mean", "nodb", "m.binaryproto")
     assert r.exit_code == 1 and "data source 'nodb' not found" in r.output
@@ -655,3 +655,14 @@ def test_left_over_temp_files_are_removed_and_an_empty_net_field_is_named(projec
     assert r.exit_code == 1
     assert r.output.splitlines()[-1] == "error: solver.prototxt:1: net is empty: give the " \
                                         "net's prototxt file"
+
+
+def test_an_image_list_error_names_the_line_without_quoting_it(in_tmp):
+    (in_tmp / "secret.txt").write_text("1.png 1\nroot:x:0:0:root:/root:/bin/bash\n")
+    (in_tmp / "net.prototxt").write_text(
+        'layer { name: "i" type: "ImageData" top: "data" top: "label" '
+        'image_data_param { source: "secret.txt" batch_size: 1 } }\n')
+    r = invoke("time", "net.prototxt", "--iterations", "1")
+    assert r.exit_code == 1
+    line = r.output.splitlines()[-1]
+    assert "secret.txt:2: expected 'IMAGE_PATH LABEL'" in line and "root:" not in line

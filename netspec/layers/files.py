@@ -15,12 +15,33 @@ from .base import Layer, LayerSetupError
 from .transform import make_transformer
 
 
-def _list_file(path: str) -> list[str]:
+def _numbered_lines(path: str) -> list[tuple[int, str]]:
+    """(line number, text) of every non-blank line of a source list."""
     try:
-        with open(path) as f:
-            return [line.strip() for line in f if line.strip()]
+        with open(path, encoding="utf-8") as f:
+            return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
     except FileNotFoundError:
         raise DataError(f"source list '{path}' not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"source list '{path}' is not a readable text file "
+                        f"({e.__class__.__name__})") from None
+
+
+def _list_file(path: str) -> list[str]:
+    return [text for _, text in _numbered_lines(path)]
+
+
+def image_list(path: str) -> list[tuple[str, int]]:
+    """Caffe's "IMAGE_PATH LABEL" lines (the path may hold spaces: the label is the last field).
+    A bad line is named by number; its content is not echoed (the file may be anything)."""
+    out = []
+    for number, line in _numbered_lines(path):
+        name, _, label = line.rpartition(" ")
+        if not name or not label.lstrip("-").isdigit():
+            raise DataError(f"{path}:{number}: expected 'IMAGE_PATH LABEL' (a path, a space, "
+                            f"an integer label)")
+        out.append((name, int(label)))
+    return out
 
 
 class HDF5DataView(ParamView):
@@ -169,12 +190,7 @@ class ImageData(Layer):
         if bool(p.new_height) != bool(p.new_width):
             raise LayerSetupError("give both new_height and new_width (or neither)",
                                   field="new_height")
-        self.lines = []
-        for line in _list_file(p.source):
-            path, _, label = line.rpartition(" ")
-            if not path or not label.lstrip("-").isdigit():
-                raise DataError(f"{p.source}: expected 'path label', got {line!r}")
-            self.lines.append((path, int(label)))
+        self.lines = image_list(p.source)
         self.transform = make_transformer(self)
         self.order = self.rng.permutation(len(self.lines)) if p.shuffle else \
             np.arange(len(self.lines))
