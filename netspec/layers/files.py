@@ -132,8 +132,8 @@ class HDF5OutputView(ParamView):
 
 @register_layer("HDF5Output")
 class HDF5Output(Layer):
-    """Appends its two bottoms to datasets "data" and "label" of file_name (created anew when
-    the net is built)."""
+    """Appends its two bottoms to datasets "data" and "label" of file_name, created anew by
+    the net's first forward pass (building a net, as `netspec info` does, writes nothing)."""
     param_field = "hdf5_output_param"
     Params = HDF5OutputView
     bottoms = (2, 2)
@@ -141,20 +141,22 @@ class HDF5Output(Layer):
     summary = "append bottoms to datasets data and label of an HDF5 file"
 
     def layer_setup(self, bottom, top):
-        import h5py
-        folder = os.path.dirname(self.p.file_name)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        with h5py.File(self.p.file_name, "w") as f:
-            for name, b in zip(("data", "label"), bottom):
-                f.create_dataset(name, shape=(0, *b.shape[1:]), maxshape=(None, *b.shape[1:]),
-                                 dtype=b.dtype)
+        self.created = False
 
     def reshape(self, bottom, top):
         pass
 
     def forward(self, bottom, top):
         import h5py
+        if not self.created:
+            folder = os.path.dirname(self.p.file_name)
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+            with h5py.File(self.p.file_name, "w") as f:
+                for name, b in zip(("data", "label"), bottom):
+                    f.create_dataset(name, shape=(0, *b.shape[1:]),
+                                     maxshape=(None, *b.shape[1:]), dtype=b.dtype)
+            self.created = True
         with h5py.File(self.p.file_name, "a") as f:
             for name, b in zip(("data", "label"), bottom):
                 ds = f[name]
