@@ -12,6 +12,7 @@ from .errors import DataError, SpecError, WeightsError
 from .graph import filter_net, insert_splits
 from .log import logger
 from .layers.base import Layer, LayerSetupError
+from .layers.python import spec_folder
 from .proto import netspec_pb2 as pb
 from .registry import get_layer_class
 from .snapshot import is_hdf5, read_weights_h5, write_weights_h5
@@ -99,10 +100,14 @@ class Net:
                 cls = get_layer_class(lp.type)
             except KeyError as e:
                 raise self._error(i, e.args[0], "type") from None
+            folder = spec_folder.set(os.path.dirname(os.path.abspath(self.source.file))
+                                     if self.source.file else None)
             try:
                 layer = cls(lp, self.phase, self.dtype, self.rng)
             except LayerSetupError as e:
                 raise self._error(i, str(e), e.field) from None
+            finally:
+                spec_folder.reset(folder)
             bottoms = [self.blobs[n] for n in lp.bottom]
             consumed.update(lp.bottom)
             tops = []

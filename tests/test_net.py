@@ -296,3 +296,29 @@ def test_deploy_nets_skip_what_only_backward_needs():
         grads.append((out, net.params["s"][0].diff.copy(), net.blobs["x"].diff.copy()))
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_python_layers_come_from_sys_path_or_the_spec_folder_not_the_working_directory(
+        tmp_path, monkeypatch):
+    layer_code = ("import numpy as np\n"
+                  "class Twice:\n"
+                  "    def setup(self, bottom, top): pass\n"
+                  "    def reshape(self, bottom, top): top[0].reshape(bottom[0].shape)\n"
+                  "    def forward(self, bottom, top): top[0].data[...] = 2 * bottom[0].data\n"
+                  "    def backward(self, top, propagate_down, bottom): pass\n")
+    spec = ('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 } } }\n'
+            'layer { name: "p" type: "Python" bottom: "x" top: "y" python_param { '
+            'module: "%s" layer: "Twice" } }\n')
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "beside_spec_layer.py").write_text(layer_code)
+    (tmp_path / "specs" / "net.prototxt").write_text(spec % "beside_spec_layer")
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "in_cwd_layer.py").write_text(layer_code)
+    monkeypatch.chdir(tmp_path / "cwd")
+    import sys
+    path_before = list(sys.path)
+    net = Net(str(tmp_path / "specs" / "net.prototxt"), TEST)
+    assert net.forward(x=np.array([1.0, 2.0]))["y"].tolist() == [2.0, 4.0]
+    assert sys.path == path_before
+    with pytest.raises(SpecError, match="cannot import module 'in_cwd_layer'"):
+        Net(spec % "in_cwd_layer", TEST)

@@ -5,11 +5,31 @@ from __future__ import annotations
 
 import importlib
 import sys
+from contextvars import ContextVar
 
 import numpy as np
 
 from ..registry import register_layer
 from .base import Layer, LayerSetupError
+
+
+#: the folder of the net file being built (Net sets it while it builds its layers)
+spec_folder: ContextVar[str | None] = ContextVar("spec_folder", default=None)
+
+
+def import_user_module(name: str):
+    """The module a spec names: from sys.path (PYTHONPATH, installed packages), else from the
+    spec file's own folder. Never from the working directory unless it is on sys.path: a spec
+    runs the code it names, and only code the user placed there on purpose."""
+    folder = spec_folder.get()
+    added = folder is not None and folder not in sys.path
+    if added:
+        sys.path.append(folder)
+    try:
+        return importlib.import_module(name)
+    finally:
+        if added:
+            sys.path.remove(folder)
 
 
 @register_layer("Python")
@@ -24,10 +44,8 @@ class Python(Layer):
         p = spec.python_param
         if not p.module or not p.layer:
             raise LayerSetupError("python_param needs module and layer", field="module")
-        if "" not in sys.path:
-            sys.path.insert(0, "")  # the working directory, as the caffe tool runs it
         try:
-            module = importlib.import_module(p.module)
+            module = import_user_module(p.module)
         except ImportError as e:
             raise LayerSetupError(f"cannot import module '{p.module}': {e}",
                                   field="module") from None
