@@ -26,13 +26,24 @@ def _open(path: str) -> tuple[lmdb.Environment, list[bytes]]:
     return _OPEN[real]
 
 
+def creating_command(path: str) -> str:
+    """A hint naming the command that creates a missing data source, where one does."""
+    name = os.path.basename(os.path.normpath(path)).lower()
+    if "mnist" in name:
+        return " (create it with `netspec data get mnist`)"
+    if "cifar" in name:
+        return (" (create it with `netspec data get cifar10 --from DIR`, DIR holding CIFAR-10's "
+                "python or binary batches)")
+    return (" (create an LMDB from images with `netspec convert-imageset`, or MNIST / CIFAR-10 "
+            "with `netspec data get mnist|cifar10`)")
+
+
 class DatumReader:
     """Random access to the records of an LMDB in key order."""
 
     def __init__(self, path: str):
         if not os.path.isdir(path) or not os.path.exists(os.path.join(path, "data.mdb")):
-            raise DataError(f"data source '{path}' not found (for MNIST, create it with "
-                            f"`netspec data get mnist`)")
+            raise DataError(f"data source '{path}' not found{creating_command(path)}")
         self.env, self.keys = _open(path)
         if not self.keys:
             raise DataError(f"data source '{path}' holds no records")

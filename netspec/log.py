@@ -19,6 +19,24 @@ class GlogFormatter(logging.Formatter):
                 f"{record.module}.py:{record.lineno}] {record.getMessage()}")
 
 
+class _StderrUntilConfigured(logging.StreamHandler):
+    """pycaffe prints Caffe's log to stderr by default, and so does netspec used as a library
+    (`solver.solve()` in a script) until the application sets up logging itself (a handler on
+    the root logger) or calls `configure`. Quiet it with
+    `logging.getLogger("netspec").setLevel(logging.WARNING)`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers:
+            super().emit(record)
+
+
+def _default_handler() -> None:
+    handler = _StderrUntilConfigured(sys.stderr)
+    handler.setFormatter(GlogFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def configure(level: int = logging.INFO, stream=None, log_file: str | None = None,
               stream_level: int | None = None) -> None:
     """Send netspec's log lines to `stream` (stdout by default; only from `stream_level` up,
@@ -34,3 +52,6 @@ def configure(level: int = logging.INFO, stream=None, log_file: str | None = Non
     for h in handlers:
         h.setFormatter(GlogFormatter())
         logger.addHandler(h)
+
+
+_default_handler()

@@ -162,6 +162,11 @@ def test_missing_data_says_which_command_creates_it(project):
     r = invoke("train", "solver.prototxt")
     assert r.exit_code == 1
     assert "`netspec data get mnist`" in r.output.splitlines()[-1]
+    (project / "net.prototxt").write_text(NET.format(src="data/cifar10/cifar10_train_lmdb"))
+    r = invoke("train", "solver.prototxt")
+    assert r.exit_code == 1
+    line = r.output.splitlines()[-1]
+    assert "`netspec data get cifar10 --from DIR`" in line and "mnist" not in line
 
 
 def test_real_subprocess_and_version(project):
@@ -666,3 +671,15 @@ def test_an_image_list_error_names_the_line_without_quoting_it(in_tmp):
     assert r.exit_code == 1
     line = r.output.splitlines()[-1]
     assert "secret.txt:2: expected 'IMAGE_PATH LABEL'" in line and "root:" not in line
+
+
+def test_the_library_logs_to_stderr_like_pycaffe_until_told_otherwise(project):
+    script = ("import logging, netspec\n"
+              "s = netspec.get_solver('solver.prototxt')\n"
+              "s.solve()\n"
+              "logging.getLogger('netspec').setLevel(logging.WARNING)\n"
+              "netspec.get_solver('solver.prototxt').solve()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("Optimization Done.") == 1 and done.stdout == ""

@@ -197,5 +197,7 @@ def test_missing_data_source_says_how_to_create_it(data):
     (folder / "net.prototxt").write_text(
         (folder / "net.prototxt").read_text().replace("train_lmdb", "missing_lmdb"))
     with pytest.raises(SpecError, match=r"Data 'data': data source .*missing_lmdb' not found "
-                                        r"\(for MNIST, create it with `netspec data get mnist`\)"):
+                                        r"\(create an LMDB from images with `netspec "
+                                        r"convert-imageset`, or MNIST / CIFAR-10 with `netspec "
+                                        r"data get mnist\|cifar10`\)"):
         get_solver(path)
