@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -48,6 +49,7 @@ def configure(level: int = logging.INFO, stream=None, log_file: str | None = Non
     console.setLevel(stream_level or level)
     handlers = [console]
     if log_file:
+        os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
         handlers.append(logging.FileHandler(log_file))
     for h in handlers:
         h.setFormatter(GlogFormatter())

@@ -100,5 +100,6 @@ def plot(log: str, out: str) -> None:
             ax.legend()
     fig.suptitle(os.path.basename(log))
     fig.tight_layout()
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
