@@ -7,6 +7,7 @@ import shutil
 
 import lmdb
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from .errors import DataError
 from .proto import netspec_pb2 as pb
@@ -19,9 +20,21 @@ def _open(path: str) -> tuple[lmdb.Environment, list[bytes]]:
     """One environment per database per process (LMDB allows no more), with its keys."""
     real = os.path.realpath(path)
     if real not in _OPEN:
-        env = lmdb.open(real, readonly=True, lock=False, readahead=False, max_readers=64)
-        with env.begin() as txn:
-            keys = list(txn.cursor().iternext(keys=True, values=False))
+        size = os.path.getsize(os.path.join(real, "data.mdb"))
+        try:
+            env = lmdb.open(real, readonly=True, lock=False, readahead=False, max_readers=64)
+            pages = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        except lmdb.Error as e:
+            raise DataError(f"data source '{path}' is not a readable LMDB ({e})") from None
+        if size < pages:  # reading a page past the end of the mapped file would kill us (SIGBUS)
+            env.close()
+            raise DataError(f"data source '{path}' is truncated: data.mdb has {size:,} bytes, "
+                            f"its pages need {pages:,} (convert or copy it again)")
+        try:
+            with env.begin() as txn:
+                keys = list(txn.cursor().iternext(keys=True, values=False))
+        except lmdb.Error as e:
+            raise DataError(f"data source '{path}' is corrupt ({e})") from None
         _OPEN[real] = (env, keys)
     return _OPEN[real]
 
@@ -54,9 +67,16 @@ class DatumReader:
 
     def datum(self, index: int) -> pb.Datum:
         with self.env.begin(buffers=False) as txn:
-            d = pb.Datum()
+            return self._parse(txn, index)
+
+    def _parse(self, txn, index: int) -> pb.Datum:
+        d = pb.Datum()
+        try:
             d.ParseFromString(txn.get(self.keys[index]))
-            return d
+        except DecodeError:
+            raise DataError(f"{self.path}: record {index} (key {self.keys[index]!r}) is not a "
+                            f"Datum") from None
+        return d
 
     def batch(self, indices, color: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(images (N, C, H, W) uint8 or float32, labels (N,)) for the given positions;
@@ -64,9 +84,8 @@ class DatumReader:
         images, labels = [], []
         with self.env.begin(buffers=False) as txn:
             for i in indices:
-                d = pb.Datum()
-                d.ParseFromString(txn.get(self.keys[i]))
-                images.append(datum_to_array(d, self.path, color))
+                d = self._parse(txn, i)
+                images.append(datum_to_array(d, f"{self.path}: record {i}", color))
                 labels.append(d.label)
         shapes = {im.shape for im in images}
         if len(shapes) > 1:
@@ -81,9 +100,11 @@ def datum_to_array(d: pb.Datum, where: str = "datum", color: bool | None = None)
         from .images import decode
         return decode(d.data, color, where)
     shape = (d.channels, d.height, d.width)
-    if d.data:
-        return np.frombuffer(d.data, dtype=np.uint8).reshape(shape)
-    return np.asarray(d.float_data, dtype=np.float32).reshape(shape)
+    values = np.frombuffer(d.data, dtype=np.uint8) if d.data else \
+        np.asarray(d.float_data, dtype=np.float32)
+    if values.size != d.channels * d.height * d.width or values.size == 0:
+        raise DataError(f"{where}: holds {values.size} values for its shape {shape}")
+    return values.reshape(shape)
 
 
 def array_to_datum(image: np.ndarray, label: int = 0) -> pb.Datum:

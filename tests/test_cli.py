@@ -683,3 +683,34 @@ def test_the_library_logs_to_stderr_like_pycaffe_until_told_otherwise(project):
                           cwd=project)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("Optimization Done.") == 1 and done.stdout == ""
+
+
+@pytest.mark.parametrize("damage", ["50%", "10%", "8192", "4096", "0", "datum", "bytes"])
+def test_a_damaged_lmdb_is_one_line_never_a_crash(project, damage):
+    """Truncated data.mdb files used to kill the process with SIGBUS (no message at all)."""
+    import lmdb
+    from netspec.proto import netspec_pb2 as pb
+    rng = np.random.default_rng(0)
+    write_datum_lmdb("big", rng.integers(0, 255, size=(400, 1, 16, 16)).astype(np.uint8),
+                     rng.integers(0, 2, size=400))
+    data = project / "big" / "data.mdb"
+    if damage in ("datum", "bytes"):
+        env = lmdb.open(str(project / "big"), map_size=1 << 30)
+        with env.begin(write=True) as txn:
+            key = next(iter(txn.cursor().iternext(values=False)))
+            bad = b"\xff\xff\xff garbage" if damage == "datum" else \
+                pb.Datum(channels=1, height=16, width=16, data=b"short", label=1) \
+                .SerializeToString()
+            txn.put(key, bad)
+        env.close()
+    else:
+        size = data.stat().st_size
+        keep = size * int(damage[:-1]) // 100 if damage.endswith("%") else int(damage)
+        with open(data, "r+b") as f:
+            f.truncate(keep)
+    (project / "net.prototxt").write_text(NET.format(src="big"))
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "solver.prototxt"],
+                          capture_output=True, text=True)
+    assert done.returncode == 1, (done.returncode, done.stderr[-500:])
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "big" in last and "Traceback" not in done.stderr, last
