@@ -93,21 +93,33 @@ def write_solverstate(path: str, iteration: int, learned_net: str, history: list
 
 
 def read_solverstate(path: str, dtype):
-    """(iter, current_step, history arrays, netspec extra state, learned weights path or "")."""
-    if is_hdf5(path):
-        import h5py
-        with h5py.File(path, "r") as f:
-            iteration = int(np.asarray(f["iter"]).ravel()[0])
-            current_step = int(np.asarray(f["current_step"]).ravel()[0])
-            history = [np.asarray(f["history"][str(i)], dtype=dtype)
-                       for i in range(len(f["history"]))]
-            learned_net = f["learned_net"][()].decode() if "learned_net" in f else ""
-            extra = json.loads(f["netspec_state"][()].decode()) if "netspec_state" in f else {}
-    else:
-        state = read_binary(path, pb.SolverState())
-        iteration, current_step, learned_net = state.iter, state.current_step, state.learned_net
-        history = [proto_array(h, dtype) for h in state.history]
-        extra = json.loads(state.netspec_state.decode()) if state.netspec_state else {}
+    """(iter, current_step, history arrays, netspec extra state, learned weights path or "").
+    Any damage inside the file is a WeightsError naming it."""
+    try:
+        if is_hdf5(path):
+            import h5py
+            with h5py.File(path, "r") as f:
+                iteration = int(np.asarray(f["iter"]).ravel()[0])
+                current_step = int(np.asarray(f["current_step"]).ravel()[0])
+                history = [np.asarray(f["history"][str(i)], dtype=dtype)
+                           for i in range(len(f["history"]))]
+                learned_net = f["learned_net"][()].decode() if "learned_net" in f else ""
+                extra = json.loads(f["netspec_state"][()].decode()) \
+                    if "netspec_state" in f else {}
+        else:
+            state = read_binary(path, pb.SolverState())
+            iteration, current_step = state.iter, state.current_step
+            learned_net = state.learned_net
+            history = [proto_array(h, dtype) for h in state.history]
+            extra = json.loads(state.netspec_state.decode()) if state.netspec_state else {}
+    except WeightsError:
+        raise
+    except (OSError, KeyError, IndexError, ValueError, TypeError, AttributeError,
+            UnicodeDecodeError, RuntimeError) as e:  # json's errors are ValueErrors
+        raise WeightsError(f"{path}: not a readable solver state ({e.__class__.__name__}: "
+                           f"{str(e)[:200]})") from None
+    if not isinstance(extra, dict):
+        raise WeightsError(f"{path}: its netspec state is not a table of values")
     learned = ""
     if learned_net:
         learned = resolve_path(learned_net, path)

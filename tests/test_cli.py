@@ -714,3 +714,43 @@ def test_a_damaged_lmdb_is_one_line_never_a_crash(project, damage):
     assert done.returncode == 1, (done.returncode, done.stderr[-500:])
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "big" in last and "Traceback" not in done.stderr, last
+
+
+def test_damaged_solver_states_resume_or_fail_in_one_line(project):
+    """Byte flips and truncations of a real .solverstate and .solverstate.h5, and a netspec
+    state field that is not what netspec wrote: each run resumes or prints one error line."""
+    from netspec.proto import netspec_pb2 as pb
+    assert invoke("train", "solver.prototxt").exit_code == 0
+    (project / "h5_solver.prototxt").write_text(SOLVER.replace('"snaps/tiny"', '"h5/tiny"') +
+                                                "snapshot_format: HDF5\n")
+    assert invoke("train", "h5_solver.prototxt").exit_code == 0
+    rng = np.random.default_rng(5)
+    cases = []
+    for solver, state in (("solver.prototxt", "snaps/tiny_iter_4.solverstate"),
+                          ("h5_solver.prototxt", "h5/tiny_iter_4.solverstate.h5")):
+        good = (project / state).read_bytes()
+        for k in range(12):
+            bad = bytearray(good)
+            if k % 3 == 0:
+                bad = bad[:int(rng.integers(0, len(bad)))]
+            else:
+                for i in rng.integers(0, len(bad), size=int(rng.integers(1, 8))):
+                    bad[i] = int(rng.integers(0, 256))
+            cases.append((solver, bytes(bad)))
+    state = pb.SolverState()
+    state.ParseFromString((project / "snaps/tiny_iter_4.solverstate").read_bytes())
+    for extra in (b"\xff\xfe not json", b"[1, 2]", b'{"rng": {"state": 3}}',
+                  b'{"train": {"data": {"position": "x"}}}'):
+        state.netspec_state = extra
+        cases.append(("solver.prototxt", state.SerializeToString()))
+    outcomes = {"resumed": 0, "error": 0}
+    for solver, data in cases:
+        target = project / ("bad.solverstate.h5" if solver.startswith("h5") else "bad.solverstate")
+        target.write_bytes(data)
+        r = invoke("train", solver, "--snapshot", target.name)
+        assert r.exception is None or isinstance(r.exception, SystemExit), \
+            (solver, repr(r.exception))
+        if r.exit_code:
+            assert r.output.splitlines()[-1].startswith("error: "), r.output[-300:]
+        outcomes["error" if r.exit_code else "resumed"] += 1
+    assert outcomes["error"] >= 8, outcomes

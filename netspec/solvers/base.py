@@ -369,11 +369,15 @@ class Solver:
         self.net.copy_from(learned)
         self.iter = iteration
         self.current_step = current_step
-        if "rng" in extra:
-            self.rng.bit_generator.state = extra["rng"]
-        self.net.set_layer_states(extra.get("train", {}))
-        for net, states in zip(self.test_nets, extra.get("test", [])):
-            net.set_layer_states(states)
+        try:
+            if "rng" in extra:
+                self.rng.bit_generator.state = extra["rng"]
+            self.net.set_layer_states(extra.get("train", {}))
+            for net, states in zip(self.test_nets, extra.get("test", [])):
+                net.set_layer_states(states)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+            raise WeightsError(f"{state_file}: its netspec state (random state, data reader "
+                               f"positions) is damaged ({e.__class__.__name__})") from None
 
 
 def fmt(x) -> str:
