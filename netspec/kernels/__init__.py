@@ -6,6 +6,8 @@ same function names. numba is imported on first use, so commands that run no net
 for it."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 _cpu = None
@@ -34,6 +36,13 @@ def workspace(name: str, size: int, dtype) -> np.ndarray:
     if buf is None or buf.size < size:
         buf = _workspaces[key] = np.empty(size, dtype)
     return buf[:size]
+
+
+@functools.lru_cache(maxsize=None)
+def absent(dtype) -> np.ndarray:
+    """An empty per-channel term ("no bias", "nothing to subtract") for the kernels that take
+    one, in the caller's dtype (so numba compiles no mixed-type variant for it)."""
+    return np.zeros(0, dtype=dtype)
 
 
 def flat(a: np.ndarray) -> np.ndarray:

@@ -200,6 +200,14 @@ def batch_norm_grad(dy, y, inv_std, dx):
 
 
 # -- pooling -------------------------------------------------------------------------------------
+@_serial
+def _window(p, stride, pad, kernel, size):
+    """Output p's window along one axis, clipped to the input: [start, end) (empty when a
+    ceil-rounded window lies wholly past the input)."""
+    start = p * stride - pad
+    return max(start, 0), min(start + kernel, size)
+
+
 @_jit
 def max_pool(x, kh, kw, sh, sw, ph, pw, y, mask):
     """Max of each window (clipped to the input); mask = the flat index h * W + w of the first
@@ -210,13 +218,9 @@ def max_pool(x, kh, kw, sh, sw, ph, pw, y, mask):
         b = t // c
         ch = t % c
         for py in range(oh):
-            hs = py * sh - ph
-            he = min(hs + kh, h)
-            hs = max(hs, 0)
+            hs, he = _window(py, sh, ph, kh, h)
             for px in range(ow):
-                ws = px * sw - pw
-                we = min(ws + kw, w)
-                ws = max(ws, 0)
+                ws, we = _window(px, sw, pw, kw, w)
                 if hs >= he or ws >= we:  # a ceil-rounded window wholly past the input
                     y[b, ch, py, px] = -np.inf
                     mask[b, ch, py, px] = -1
@@ -314,11 +318,9 @@ def stochastic_pool_train(x, kh, kw, sh, sw, u, y, mask):
         b = t // c
         ch = t % c
         for py in range(oh):
-            hs = py * sh
-            he = min(hs + kh, h)
+            hs, he = _window(py, sh, 0, kh, h)
             for px in range(ow):
-                ws = px * sw
-                we = min(ws + kw, w)
+                ws, we = _window(px, sw, 0, kw, w)
                 total = _window_total(x, b, ch, hs, he, ws, we)
                 threshold = u[b, ch, py, px] * total
                 running = x.dtype.type(0)
@@ -343,11 +345,9 @@ def stochastic_pool_test(x, kh, kw, sh, sw, y):
         b = t // c
         ch = t % c
         for py in range(oh):
-            hs = py * sh
-            he = min(hs + kh, h)
+            hs, he = _window(py, sh, 0, kh, h)
             for px in range(ow):
-                ws = px * sw
-                we = min(ws + kw, w)
+                ws, we = _window(px, sw, 0, kw, w)
                 total = x.dtype.type(0)
                 squares = x.dtype.type(0)
                 for hy in range(hs, he):
@@ -368,11 +368,9 @@ def stochastic_pool_test_grad(x, y, dy, kh, kw, sh, sw, dx):
         ch = t % c
         _zero_plane(dx, b, ch)
         for py in range(oh):
-            hs = py * sh
-            he = min(hs + kh, h)
+            hs, he = _window(py, sh, 0, kh, h)
             for px in range(ow):
-                ws = px * sw
-                we = min(ws + kw, w)
+                ws, we = _window(px, sw, 0, kw, w)
                 total = _window_total(x, b, ch, hs, he, ws, we)
                 if not total > 0:
                     continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..kernels import kernels_for
+from ..kernels import absent, kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
@@ -78,7 +78,7 @@ class BatchNorm(Layer):
         self.inv_std = _channel_view(1.0 / np.sqrt(var + self.p.eps), nd)
         y = top[0].data
         kernels.channel_affine(self._by_channel(x), mean.astype(x.dtype, copy=False),
-                               self.inv_std.reshape(-1), _NONE, self._by_channel(y))
+                               self.inv_std.reshape(-1), absent(x.dtype), self._by_channel(y))
         if not self.global_stats:  # only batch statistics need the output in backward
             self.y = self.keep_for_backward(y, top[0] is bottom[0])
 
@@ -88,7 +88,8 @@ class BatchNorm(Layer):
         dy, dx = self._by_channel(top[0].diff), self._by_channel(bottom[0].diff)
         kernels = kernels_for(dy)
         if self.global_stats:
-            kernels.channel_affine(dy, _NONE, self.inv_std.reshape(-1), _NONE, dx)
+            none = absent(dy.dtype)
+            kernels.channel_affine(dy, none, self.inv_std.reshape(-1), none, dx)
         else:
             kernels.batch_norm_grad(dy, self._by_channel(self.y), self.inv_std.reshape(-1), dx)
 
@@ -183,11 +184,13 @@ class Scale(_Broadcast):
         x = bottom[0].data
         self.x = self.keep_for_backward(x, top[0] is bottom[0])
         y, scale = top[0].data, self.operand(bottom)[1]
-        if x.ndim > 1 and self.bshape[:2] == (1, x.shape[1]) and max(self.bshape[2:], default=1) == 1:
-            bias = self.blobs[-1].data if self.p.bias_term else _NONE
+        per_channel = x.ndim > 1 and self.bshape[:2] == (1, x.shape[1]) and \
+            max(self.bshape[2:], default=1) == 1
+        if per_channel:
+            bias = self.blobs[-1].data if self.p.bias_term else absent(x.dtype)
             by_channel = (len(x), x.shape[1], -1)
-            kernels_for(x).channel_affine(self.x.reshape(by_channel), _NONE, scale.reshape(-1),
-                                          bias, y.reshape(by_channel))
+            kernels_for(x).channel_affine(self.x.reshape(by_channel), absent(x.dtype),
+                                          scale.reshape(-1), bias, y.reshape(by_channel))
             return
         np.multiply(self.x, scale, out=y)
         if self.p.bias_term:
@@ -257,9 +260,6 @@ class LRNView(ParamView):
         if self.local_size % 2 == 0:
             raise ValueError(f"local_size must be odd. Received: local_size={self.local_size}")
         return self
-
-
-_NONE = np.zeros(0, dtype=np.float32)  # "no term" for channel_affine
 
 
 def clipped_extent(size: int, kernel: int, pad: int) -> np.ndarray:

@@ -201,8 +201,10 @@ class Eltwise(Layer):
                 return
             for i, x in enumerate(xs):  # in place: no temporaries
                 c = self.p.coeff[i] if self.p.coeff else 1.0
-                if i == 0:
-                    np.multiply(x, c, out=y) if c != 1.0 else np.copyto(y, x)
+                if i == 0 and c == 1.0:
+                    np.copyto(y, x)
+                elif i == 0:
+                    np.multiply(x, c, out=y)
                 elif c == 1.0:
                     y += x
                 else:

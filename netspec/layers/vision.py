@@ -10,7 +10,7 @@ from ..blob import Blob
 from ..params import ParamView, spatial_pair
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
-from ..kernels import kernels_for, workspace
+from ..kernels import absent, kernels_for, workspace
 from .base import Layer, LayerSetupError
 
 
@@ -137,7 +137,6 @@ class Convolution(Layer):
         if not self.shared:
             self.own = [np.empty(size, dtype=self.dtype) for size in self.sizes]
         self.col_images = None  # (start, stop) of the images whose columns col_buf holds
-        self.no_bias = np.zeros(0, dtype=self.dtype)
         # a 1x1 stride-1 unpadded kernel: one image's columns are the image itself (unless the
         # output overwrites it)
         self.pointwise = (p.kernel == (1, 1) and p.strides == (1, 1) and p.pads == (0, 0)
@@ -201,7 +200,7 @@ class Convolution(Layer):
         kernels = kernels_for(x)
         plane = self.out_hw[0] * self.out_hw[1]
         w = self.blobs[0].data.reshape(p.group, p.num_output // p.group, -1)
-        bias = self.blobs[1].data if p.bias_term else self.no_bias
+        bias = self.blobs[1].data if p.bias_term else absent(self.dtype)
         y = top[0].data.reshape(x.shape[0], p.num_output, plane)
         self.col_images = None
         for start, stop in self.chunks(x.shape[0]):
@@ -307,7 +306,7 @@ class Deconvolution(Convolution):
                     self.grouped_matmul(w, dcol, dx[start], p.group)
                 else:
                     self.grouped_matmul(w, dcol, x_cols, p.group)
-                    kernels.cols_to_images(x_cols, self.no_bias, dx[start:stop])
+                    kernels.cols_to_images(x_cols, absent(self.dtype), dx[start:stop])
 
 
 @register_layer("Im2col")
@@ -339,7 +338,7 @@ class Im2col(Convolution):
         x = bottom[0].data
         kernels = kernels_for(x)
         kernels.im2col(x, *self.geometry(self.out_hw), self.col)
-        kernels.cols_to_images(self.col, np.zeros(0, self.dtype),
+        kernels.cols_to_images(self.col, absent(self.dtype),
                                top[0].data.reshape(x.shape[0], self.rows, -1))
 
     def backward(self, top, propagate_down, bottom):
