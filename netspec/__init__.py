@@ -8,6 +8,7 @@ from .blob import Blob  # noqa: E402
 from .compat import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
 from .dsl import NetSpec
 from .errors import DataError, NetspecError, SpecError, WeightsError
+from .export import export_onnx
 from .layers import Layer
 from .net import TEST, TRAIN, Net
 from .registry import layer_types, register_layer
@@ -19,7 +20,8 @@ _SOLVER_NAMES = ("get_solver", "Solver", "SGDSolver", "NesterovSolver", "AdaGrad
 
 __all__ = ["Blob", "Layer", "Net", "NetSpec", "layers", "params", "TRAIN", "TEST", "register_layer", "layer_types",
            "NetspecError", "SpecError", "DataError", "WeightsError", "set_mode_cpu",
-           "set_mode_gpu", "set_device", "set_random_seed", "set_threads", *_SOLVER_NAMES]
+           "set_mode_gpu", "set_device", "set_random_seed", "set_threads", "export_onnx",
+           *_SOLVER_NAMES]
 
 
 def __getattr__(name):

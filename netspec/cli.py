@@ -207,10 +207,8 @@ def info(
     from rich.table import Table
 
     from .info import blob_bytes, describe, human
-    from .net import TEST, TRAIN, Net
-    if phase.upper() not in ("TRAIN", "TEST"):
-        raise NetspecError(f"--phase must be TRAIN or TEST, got {phase!r}")
-    net = Net(spec, TRAIN if phase.upper() == "TRAIN" else TEST)
+    from .net import Net
+    net = Net(spec, _phase(phase))
     rows = describe(net)
     table = Table(title=f"{net.name or spec} ({phase.upper()})", title_justify="left")
     for column, justify in (("layer", "left"), ("type", "left"), ("bottoms -> tops", "left"),
@@ -244,17 +242,77 @@ def draw(
 ):
     """Draw the net as Caffe's draw_net.py does (Graphviz; .dot needs no Graphviz)."""
     from .draw import configured_layers, render, to_dot
-    from .net import TEST, TRAIN
     if rankdir.upper() not in ("LR", "TB", "RL", "BT"):
         raise NetspecError(f"--rankdir must be LR, TB, RL or BT, got {rankdir!r}")
-    if phase.upper() not in ("TRAIN", "TEST"):
-        raise NetspecError(f"--phase must be TRAIN or TEST, got {phase!r}")
-    name, layers = configured_layers(spec, TRAIN if phase.upper() == "TRAIN" else TEST)
+    name, layers = configured_layers(spec, _phase(phase))
     try:
         render(to_dot(name, layers, rankdir.upper()), output)
     except (RuntimeError, ValueError) as e:
         raise NetspecError(f"cannot draw to {output}: {e}") from None
     typer.echo(f"Drew {name or spec} ({len(layers)} layers) to {output}")
+
+
+@app.command()
+@friendly
+def export(
+        spec: str = typer.Argument(..., metavar="SPEC", help="Net prototxt (a deploy net)."),
+        weights: Optional[str] = typer.Option(None, "--weights", help=".caffemodel to export."),
+        output: str = typer.Option(..., "-o", "--output", help="The .onnx file to write."),
+        phase: str = typer.Option("TEST", "--phase", help="TRAIN or TEST."),
+        opset: int = typer.Option(17, "--opset", help="ONNX operator set (13 or later)."),
+        batch: Optional[str] = typer.Option(
+            None, "--batch", help="N (inputs get batch N) or dynamic (a symbolic batch axis) "
+                                  "[default: the spec's shapes]."),
+        check: bool = typer.Option(False, "--check",
+                                   help="Run the file in onnxruntime on random inputs and "
+                                        "compare with netspec's forward."),
+):
+    """Write a net and its weights as ONNX, with Caffe's names and semantics (ONNX Runtime,
+    TensorRT, OpenVINO, OpenCV read it)."""
+    from .export import check_spec, compare_with_onnxruntime, export_onnx
+    from .log import logger
+    from .net import Net
+    _setup_logging(None)
+    if batch is not None and batch != "dynamic":
+        if not batch.isdigit() or int(batch) < 1:
+            raise NetspecError(f"--batch must be a positive number or 'dynamic', got {batch!r}")
+        batch = int(batch)
+    if weights is None:
+        logger.warning("no --weights given: exporting the randomly initialised net")
+    check_spec(spec, _phase(phase))
+    net = Net(spec, _phase(phase), weights=weights)
+    model = export_onnx(net, output, opset=opset, batch=batch)
+
+    def shapes(values):
+        return ", ".join(f"{v.name} " + "x".join(d.dim_param or str(d.dim_value)
+                                                 for d in v.type.tensor_type.shape.dim)
+                         for v in values)
+    weights_count = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    typer.echo(f"Wrote {output}: opset {opset}, {len(net.layers)} layers as "
+               f"{len(model.graph.node)} nodes, {weights_count:,} weights; inputs "
+               f"{shapes(model.graph.input)}; outputs {shapes(model.graph.output)}")
+    if check:
+        if batch is not None:  # the file's batch, or another one for a dynamic batch axis
+            for name in net.inputs:
+                shape = net.blobs[name].shape
+                net.blobs[name].reshape(batch if batch != "dynamic" else shape[0] + 1, *shape[1:])
+        errors = compare_with_onnxruntime(net, output, every_blob=True)
+        worst = max(errors, key=errors.get)
+        typer.echo(f"onnxruntime vs netspec on random inputs, {len(errors)} blobs: largest "
+                   f"relative difference {errors[worst]:.2g} ({worst})")
+        bad = [name for name, e in errors.items() if not e <= 1e-4]
+        if bad:
+            raise NetspecError(f"onnxruntime differs from netspec by more than 1e-4 (relative) "
+                               f"in {len(bad)} blob(s), first in '{bad[0]}' "
+                               f"({errors[bad[0]]:.3g})")
+
+
+def _phase(phase: str) -> int:
+    """--phase TRAIN or TEST (any case) as netspec.TRAIN / netspec.TEST."""
+    from .net import TEST, TRAIN
+    if phase.upper() not in ("TRAIN", "TEST"):
+        raise NetspecError(f"--phase must be TRAIN or TEST, got {phase!r}")
+    return TRAIN if phase.upper() == "TRAIN" else TEST
 
 
 @app.command("parse-log")
@@ -331,11 +389,9 @@ def time_(
     if not model:
         raise NetspecError("give a net: netspec time NET.prototxt (or --model)")
     set_threads(threads)
-    from .net import TEST, TRAIN, Net
+    from .net import Net
     from .timing import time_net
-    if phase.upper() not in ("TRAIN", "TEST"):
-        raise NetspecError(f"--phase must be TRAIN or TEST, got {phase!r}")
-    net = Net(model, TRAIN if phase.upper() == "TRAIN" else TEST)
+    net = Net(model, _phase(phase))
     rows, total = time_net(net, iterations)
     width = max(len(r.name) for r in rows)
     typer.echo(f"{'layer':<{width}}  {'type':<16} {'forward ms':>11} {'backward ms':>12}")
@@ -366,12 +422,10 @@ def gradcheck(
     """Numeric gradient check of every layer (or --layer NAME) of a net: one row per blob,
     empirical vs computed, as in MatConvNet's practical. Exits 1 when any error is too big."""
     from .gradcheck import check_net, fill_inputs
-    from .net import TEST, TRAIN, Net
+    from .net import Net
     if dtype not in ("float64", "float32"):
         raise NetspecError(f"--dtype must be float64 or float32, got {dtype!r}")
-    if phase.upper() not in ("TRAIN", "TEST"):
-        raise NetspecError(f"--phase must be TRAIN or TEST, got {phase!r}")
-    net = Net(spec, TRAIN if phase.upper() == "TRAIN" else TEST, dtype=np.dtype(dtype), seed=0)
+    net = Net(spec, _phase(phase), dtype=np.dtype(dtype), seed=0)
     if layer:
         unknown = [n for n in layer if n not in net.layer_dict]
         if unknown:

@@ -38,21 +38,16 @@ def _label(lines: list[str]) -> str:
 
 def configured_layers(spec, phase: int) -> tuple[str, list]:
     """(net name, [layer objects]) for one phase: validated parameters, no setup, no data."""
-    from .graph import filter_net
-    from .proto import netspec_pb2 as pb
+    from .graph import phase_layers
     from .registry import get_layer_class
-    from .spec import read_net
-    from .upgrade import upgrade_net
-    param, source = read_net(spec)
-    param, origin = upgrade_net(param, source)
-    param, kept = filter_net(param, pb.NetState(phase=phase), source, origin)
+    param, source, origins = phase_layers(spec, phase)
     layers = []
-    for k, lp in zip(kept, param.layer):
+    for where, lp in zip(origins, param.layer):
         try:
             layers.append(get_layer_class(lp.type)(lp, phase))
         except (KeyError, ValueError) as e:
             message = e.args[0] if isinstance(e, KeyError) else str(e)
-            raise source.error(f"{lp.type} '{lp.name}': {message}", origin[k], lp.name,
+            raise source.error(f"{lp.type} '{lp.name}': {message}", where, lp.name,
                                getattr(e, "field", None)) from None
     return param.name, layers
 
