@@ -392,6 +392,16 @@ def test_unwritable_output_is_one_line(tmp_path):
     assert not (tmp_path / "missing").exists()
 
 
+def test_weights_over_protobufs_limit_are_one_line(tmp_path, monkeypatch):
+    import netspec.export
+    from netspec import NetspecError
+    monkeypatch.setattr(netspec.export, "PROTOBUF_LIMIT", 1000)
+    net = Net(str(ROOT / "models/lenet/lenet.prototxt"), TEST)
+    with pytest.raises(NetspecError, match=r"the weights take 0.0 GiB: over protobuf's 2 GiB"):
+        export_onnx(net, tmp_path / "lenet.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_fixed_batch_leaves_the_nets_own_batch(tmp_path):
     net = Net(str(ROOT / "models/lenet/lenet.prototxt"), TEST)
     model = export_onnx(net, tmp_path / "lenet.onnx", batch=5)

@@ -24,6 +24,7 @@ NO_FORM = {
 }
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
+PROTOBUF_LIMIT = 2**31 - 2**20  # one serialized message, with room for the graph itself
 
 
 class ExportError(SpecError):
@@ -111,6 +112,11 @@ def export_onnx(net, path, *, opset: int = DEFAULT_OPSET, batch: int | str | Non
     finally:
         if saved is not None:
             _restore_shapes(net, saved)
+    weight_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
+    if weight_bytes >= PROTOBUF_LIMIT:
+        raise NetspecError(f"the weights take {weight_bytes / 2**30:.1f} GiB: over protobuf's "
+                           f"2 GiB limit for one ONNX file (external weight files are not "
+                           f"supported yet)")
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
