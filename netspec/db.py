@@ -107,11 +107,14 @@ def datum_to_array(d: pb.Datum, where: str = "datum", color: bool | None = None)
     return values.reshape(shape)
 
 
-def array_to_datum(image: np.ndarray, label: int = 0) -> pb.Datum:
-    """(C, H, W) uint8 -> raw bytes, anything else -> float_data (as pycaffe's array_to_datum)."""
+def array_to_datum(image: np.ndarray, label: int | None = None) -> pb.Datum:
+    """(C, H, W) uint8 -> raw bytes, anything else -> float_data (as pycaffe's array_to_datum);
+    the label is left unset when None."""
     if image.ndim != 3:
         raise ValueError(f"a Datum holds a (C, H, W) image, got shape {image.shape}")
-    d = pb.Datum(channels=image.shape[0], height=image.shape[1], width=image.shape[2], label=label)
+    d = pb.Datum(channels=image.shape[0], height=image.shape[1], width=image.shape[2])
+    if label is not None:
+        d.label = int(label)
     if image.dtype == np.uint8:
         d.data = image.tobytes()
     else:

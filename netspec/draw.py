@@ -36,8 +36,9 @@ def _label(lines: list[str]) -> str:
     return '"' + "\\n".join(line.translate(special) for line in lines) + '"'
 
 
-def configured_layers(spec, phase: int) -> tuple[str, list]:
-    """(net name, [layer objects]) for one phase: validated parameters, no setup, no data."""
+def configured_layers(spec, phase: int | None) -> tuple[str, list]:
+    """(net name, [layer objects]) for one phase (None: all layers): validated parameters, no
+    setup, no data."""
     from .graph import phase_layers
     from .registry import get_layer_class
     param, source, origins = phase_layers(spec, phase)
@@ -85,21 +86,38 @@ def to_dot(name: str, layers: list, rankdir: str = "LR") -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(dot: str, path: str) -> None:
-    """Write `dot` as .dot text, or render it to the file's format with Graphviz."""
+def draw_net(net_param, rankdir: str = "LR", ext: str = "png", phase=None) -> bytes:
+    """pycaffe's caffe.draw.draw_net: the net (a NetParameter, file or prototxt text) drawn
+    in format `ext` ('dot' or 'raw' give the DOT text), as bytes; `phase` keeps only that
+    phase's layers (None: all)."""
+    name, layers = configured_layers(net_param, phase)
+    return render_bytes(to_dot(name, layers, rankdir), ext)
+
+
+def draw_net_to_file(net_param, filename: str, rankdir: str = "LR", phase=None) -> None:
+    """pycaffe's caffe.draw.draw_net_to_file: the format is the file's extension."""
     from .spec import write_atomic
-    fmt = path.rsplit(".", 1)[-1].lower()
-    if fmt in ("dot", "gv"):
-        write_atomic(path, dot)
-        return
+    write_atomic(filename, draw_net(net_param, rankdir, filename.rsplit(".", 1)[-1], phase))
+
+
+def render_bytes(dot: str, fmt: str) -> bytes:
+    """`dot` rendered by Graphviz to `fmt` (png, svg, pdf...); dot, gv and raw are the text."""
+    fmt = fmt.lower()
+    if fmt in ("dot", "gv", "raw"):
+        return dot.encode()
     try:
         import graphviz
     except ImportError:
         raise RuntimeError("rendering needs the graphviz package: pip install 'netspec[tools]' "
                            "(`-o net.dot` needs nothing)") from None
     try:
-        data = graphviz.Source(dot).pipe(format=fmt)
+        return graphviz.Source(dot).pipe(format=fmt)
     except graphviz.ExecutableNotFound:
         raise RuntimeError("Graphviz's `dot` program is not installed (Debian: apt-get install "
                            "graphviz); `-o net.dot` needs no Graphviz") from None
-    write_atomic(path, data)
+
+
+def render(dot: str, path: str) -> None:
+    """Write `dot` as .dot text, or render it to the file's format with Graphviz."""
+    from .spec import write_atomic
+    write_atomic(path, render_bytes(dot, path.rsplit(".", 1)[-1]))

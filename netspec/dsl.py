@@ -97,12 +97,14 @@ class Function:
         self.in_place = params.pop("in_place", False)
         self.params = params
         self.tops = tuple(Top(self, i) for i in range(self.ntop))
-        for i in self.inputs:
-            if not isinstance(i, Top):
-                raise TypeError(f"L.{type_name}: bottoms must be tops of other layers, got "
-                                f"{type(i).__name__} (give parameters as keywords)")
+        for index, bottom in enumerate(self.inputs):
+            if not isinstance(bottom, Top):  # pycaffe's message, word for word
+                raise TypeError(f"{type_name} input {index} is not a Top (type is "
+                                f"{type(bottom)})")
 
     def _name(self, names, counts) -> str:
+        if self in names:  # a layer with no tops, assigned to a NetSpec attribute
+            return names[self]
         if self.tops and self.tops[0] in names:
             return names[self.tops[0]]
         counts[self.type_name] = counts.get(self.type_name, 0) + 1
@@ -136,11 +138,17 @@ class Function:
         layers[self] = layer
 
 
+def to_proto(*tops) -> pb.NetParameter:
+    """pycaffe's caffe.to_proto: a NetParameter with every layer needed to compute `tops`
+    (Tops, or layers without tops), named automatically."""
+    return _to_proto(tops)
+
+
 def _to_proto(tops, names: dict | None = None) -> pb.NetParameter:
     layers: OrderedDict = OrderedDict()
     counts: dict = {}
     for top in tops:
-        top.fn.to_layer(layers, names or {}, counts)
+        (top if isinstance(top, Function) else top.fn).to_layer(layers, names or {}, counts)
     net = pb.NetParameter()
     net.layer.extend(layers.values())
     return net
@@ -153,9 +161,9 @@ class NetSpec:
         super().__setattr__("tops", OrderedDict())
 
     def __setattr__(self, name, value):
-        if not isinstance(value, Top):
-            raise TypeError(f"NetSpec.{name} must be a layer output (a Top), got "
-                            f"{type(value).__name__}")
+        if not isinstance(value, (Top, Function)):
+            raise TypeError(f"NetSpec.{name} must be a layer output (a Top) or a layer "
+                            f"without tops (ntop=0), got {type(value).__name__}")
         self.tops[name] = value
 
     def __getattr__(self, name):
@@ -168,7 +176,7 @@ class NetSpec:
     __getitem__ = __getattr__
 
     def to_proto(self) -> pb.NetParameter:
-        names = {top: name for name, top in self.tops.items()}
+        names = {value: name for name, value in self.tops.items()}
         return _to_proto(list(self.tops.values()), names)
 
 

@@ -144,12 +144,14 @@ def insert_splits(net: pb.NetParameter, origin: list[int], source: Source) -> tu
     return out, new_origin
 
 
-def phase_layers(spec, phase: int):
-    """The spec read, upgraded and filtered for `phase`, with no layer set up (no data read):
-    (NetParameter, Source, each kept layer's index in the file for Source.error)."""
+def phase_layers(spec, phase: int | None):
+    """The spec read, upgraded and filtered for `phase` (None: every layer), with no layer set
+    up (no data read): (NetParameter, Source, each kept layer's index for Source.error)."""
     from .spec import read_net
     from .upgrade import upgrade_net
     param, source = read_net(spec)
     param, origin = upgrade_net(param, source)
+    if phase is None:
+        return param, source, origin
     param, kept = filter_net(param, pb.NetState(phase=phase), source, origin)
     return param, source, [origin[k] for k in kept]

@@ -9,11 +9,22 @@ from .proto import netspec_pb2 as pb
 from .spec import read_binary, write_binary
 
 __all__ = ["blobproto_to_array", "array_to_blobproto", "datum_to_array", "array_to_datum",
-           "read_mean", "write_mean", "load_image", "resize_image", "Transformer"]
+           "read_mean", "write_mean", "load_image", "resize_image", "oversample", "Transformer"]
 
 
 def blobproto_to_array(blob: pb.BlobProto, return_diff: bool = False) -> np.ndarray:
-    """A BlobProto's data (or diff) as an array of its shape (legacy 4-d shapes included)."""
+    """A BlobProto's data (or diff) as an array of its shape: `shape`, else the legacy 4-d
+    num/channels/height/width, else none at all, which fits only one value (shape ()), as in
+    pycaffe; anything else is a ValueError."""
+    legacy = any(blob.HasField(f) for f in ("num", "channels", "height", "width"))
+    if not blob.HasField("shape") and not legacy:
+        values = (blob.double_diff or blob.diff) if return_diff else \
+            (blob.double_data or blob.data)
+        if len(values) != 1:
+            raise ValueError(f"the BlobProto has no shape (neither shape nor num/channels/"
+                             f"height/width) and holds {len(values)} values")
+        blob = pb.BlobProto(shape=pb.BlobShape(), data=blob.data, diff=blob.diff,
+                            double_data=blob.double_data, double_diff=blob.double_diff)
     return proto_array(blob, np.float64 if blob.double_data else np.float32, diff=return_diff)
 
 
@@ -61,6 +72,22 @@ def resize_image(im: np.ndarray, new_dims) -> np.ndarray:
     return np.stack(channels, axis=2)
 
 
+def oversample(images, crop_dims) -> np.ndarray:
+    """pycaffe's 10 crops per (H, W, K) image: the four corners and the centre, then the same
+    five mirrored left-right; (10 N, h, w, K) float32."""
+    images = [np.asarray(im) for im in images]
+    h, w = int(crop_dims[0]), int(crop_dims[1])
+    height, width = images[0].shape[:2]
+    corners = [(y, x) for y in (0, height - h) for x in (0, width - w)]
+    # pycaffe's centre box: image centre -/+ half the crop, truncated to integers
+    centre = (int(height / 2.0 - h / 2.0), int(width / 2.0 - w / 2.0))
+    crops = []
+    for im in images:
+        five = [im[y:y + h, x:x + w] for y, x in corners + [centre]]
+        crops += five + [c[:, ::-1] for c in five]
+    return np.asarray(crops, dtype=np.float32)
+
+
 class Transformer:
     """pycaffe's caffe.io.Transformer: turn (H, W, K) images into a net input and back.
 
@@ -97,15 +124,23 @@ class Transformer:
         self.input_scale[name] = scale
 
     def set_mean(self, name, mean):
-        """Mean per channel (C,) or an image (C, H, W) of the input's size."""
+        """Mean per channel (C,), or an image (C, H, W) or (H, W), resized to the input's
+        H x W when its size differs (pycaffe: a 256 x 256 mean file for 227 x 227 crops)."""
         self._check(name)
         mean = np.asarray(mean, dtype=np.float32)
         if mean.ndim == 1:
             if len(mean) != self.inputs[name][1]:
                 raise ValueError("mean needs one value per input channel")
             mean = mean[:, None, None]
-        elif mean.shape != self.inputs[name][1:]:
-            raise ValueError(f"mean shape {mean.shape} must be {self.inputs[name][1:]}")
+        else:
+            if mean.ndim == 2:
+                mean = mean[None]
+            if mean.ndim != 3 or mean.shape[0] not in (1, self.inputs[name][1]):
+                raise ValueError(f"mean shape {mean.shape} does not fit the input "
+                                 f"{self.inputs[name][1:]}")
+            if mean.shape[1:] != self.inputs[name][2:]:
+                mean = resize_image(mean.transpose(1, 2, 0), self.inputs[name][2:])
+                mean = mean.transpose(2, 0, 1)
         self.mean[name] = mean
 
     def preprocess(self, name, data: np.ndarray) -> np.ndarray:

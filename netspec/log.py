@@ -56,4 +56,21 @@ def configure(level: int = logging.INFO, stream=None, log_file: str | None = Non
         logger.addHandler(h)
 
 
+#: glog's severities, as pycaffe's init_log(level) numbers them
+GLOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.CRITICAL}
+
+
+def init_log(level: int = 0, stderr: bool = True) -> None:
+    """pycaffe's caffe.init_log: log from glog severity `level` (0 INFO ... 3 FATAL) on, to
+    stderr (or stdout with stderr=False)."""
+    if level not in GLOG_LEVELS:
+        raise ValueError(f"level must be 0 (INFO) to 3 (FATAL), got {level!r}")
+    configure(GLOG_LEVELS[level], sys.stderr if stderr else sys.stdout)
+
+
+def log(message: str) -> None:
+    """pycaffe's caffe.log: one INFO line in Caffe's format."""
+    logger.info("%s", message)
+
+
 _default_handler()

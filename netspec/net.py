@@ -87,6 +87,7 @@ class Net:
         self.layer_tops: list[list[str]] = []
         self.loss_weights: list[list[float]] = []
         self.inputs: list[str] = []
+        self._reshaped_for: list[tuple] = []  # per layer: its bottoms' shapes at its last reshape
         consumed: set[str] = set()
         blob_needs_backward: dict[str, bool] = {}
         self._bottom_need_backward: list[list[bool]] = []
@@ -178,6 +179,7 @@ class Net:
                 blob_needs_backward[name] = need_backward and not cls.is_data
 
             self.layers.append(layer)
+            self._reshaped_for.append(tuple(b.data.shape for b in bottoms))
             self.bottom_ids.append(bottoms)
             self.top_ids.append(tops)
             self.layer_bottoms.append(list(lp.bottom))
@@ -240,13 +242,21 @@ class Net:
         return lo, hi
 
     def forward_layers(self, start: int = 0, end: int | None = None) -> float:
-        """Run layers start..end (inclusive) and return the weighted loss they produced."""
+        """Run layers start..end (inclusive) and return the weighted loss they produced.
+
+        As Caffe's Layer::Forward, a layer is reshaped first when its bottoms changed shape
+        (an input blob reshaped, or a layer upstream that made a new shape); Python layers
+        are reshaped before every forward, as Caffe does for every layer."""
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
         for i in range(start, end + 1):
-            layer, tops = self.layers[i], self.top_ids[i]
+            layer, bottoms, tops = self.layers[i], self.bottom_ids[i], self.top_ids[i]
             try:
-                layer.forward(self.bottom_ids[i], tops)
+                shapes = tuple(b.data.shape for b in bottoms)
+                if shapes != self._reshaped_for[i] or layer.type == "Python":
+                    layer.reshape(bottoms, tops)
+                    self._reshaped_for[i] = shapes
+                layer.forward(bottoms, tops)
             except LayerSetupError as e:  # bad data met at run time, e.g. a label too large
                 raise self._error(i, str(e), e.field) from None
             for w, top in zip(self.loss_weights[i], tops):
@@ -271,28 +281,73 @@ class Net:
                                         self.bottom_ids[i])
 
     def forward(self, blobs=None, start=None, end=None, **inputs) -> dict[str, np.ndarray]:
-        """pycaffe: set input blobs from keyword arrays, run, return {output name: data}."""
+        """pycaffe: set input blobs from keyword arrays, run layers `start`..`end` (names,
+        inclusive; default all), return {name: data} of the net's outputs, or of the `end`
+        layer's tops when `end` is given, plus the blobs named in `blobs`."""
         for name, value in inputs.items():
             if name not in self.blobs:
                 raise KeyError(f"'{name}' is not a blob of this net (inputs: {self.inputs})")
             value = np.asarray(value)
             if value.shape != self.blobs[name].shape:
                 raise ValueError(f"input '{name}' has shape {value.shape}, the blob has "
-                                 f"{self.blobs[name].shape} (call net.reshape after changing it)")
+                                 f"{self.blobs[name].shape} (reshape the blob first)")
             self.blobs[name].data[...] = value
         lo, hi = self._range(start, end)
         self.forward_layers(lo, hi)
-        names = set(self.outputs) | set(blobs or ())
-        return {n: self.blobs[n].data for n in self.outputs + list(blobs or []) if n in names}
+        names = self.layer_tops[hi] if end is not None else self.outputs
+        return {n: self.blobs[n].data for n in _unique(names + list(blobs or []))}
 
     def backward(self, diffs=None, start=None, end=None, **top_diffs) -> dict[str, np.ndarray]:
-        """pycaffe: set output diffs from keyword arrays, run backward, return input diffs."""
+        """pycaffe: set output diffs from keyword arrays, run backward from layer `start` down
+        to `end` (names, inclusive; default all), return {name: diff} of the net's inputs, or
+        of the `end` layer's bottoms when `end` is given, plus the blobs named in `diffs`."""
         lo, hi = self._range(end, start)
         for name in top_diffs:
             if name not in self.outputs:
                 raise KeyError(f"'{name}' is not an output of this net ({self.outputs})")
         self.backward_layers(hi, lo, top_diffs)
-        return {n: self.blobs[n].diff for n in self.inputs + list(diffs or [])}
+        names = self.layer_bottoms[lo] if end is not None else self.inputs
+        return {n: self.blobs[n].diff for n in _unique(names + list(diffs or []))}
+
+    def forward_all(self, blobs=None, **inputs) -> dict[str, np.ndarray]:
+        """pycaffe: forward any number of items in batches of the net's batch size (the last
+        one padded with zeros, the padding dropped); {name: stacked data} as forward."""
+        outs, _ = self._run_batches(inputs, {}, blobs, None, backward=False)
+        return outs
+
+    def backward_all(self, diffs=None, **top_diffs) -> dict[str, np.ndarray]:
+        """backward over any number of items in batches, as forward_all (for nets whose
+        forward state the batches do not depend on)."""
+        _, grads = self._run_batches({}, top_diffs, None, diffs, forward=False)
+        return grads
+
+    def forward_backward_all(self, blobs=None, diffs=None, **arrays):
+        """pycaffe: forward and backward in batches; keywords name inputs (forward) and
+        outputs (their diffs, for backward). Returns ({name: data}, {name: diff})."""
+        inputs = {k: v for k, v in arrays.items() if k in self.inputs}
+        top_diffs = {k: v for k, v in arrays.items() if k in self.outputs}
+        return self._run_batches(inputs, top_diffs, blobs, diffs)
+
+    def _run_batches(self, inputs, top_diffs, blobs, diffs, forward=True, backward=True):
+        sources = {**inputs, **top_diffs}
+        if not sources:
+            raise ValueError("give the arrays to run as keywords (input or output names)")
+        total = len(next(iter(sources.values())))
+        if any(len(v) != total for v in sources.values()):
+            raise ValueError("the arrays must hold the same number of items: " + ", ".join(
+                f"{k} {len(v)}" for k, v in sources.items()))
+        batch = self.blobs[next(iter(sources))].shape[0]
+        outs: dict[str, list] = {}
+        grads: dict[str, list] = {}
+        for start in range(0, total, batch):
+            if forward:
+                for name, data in self.forward(blobs, **_padded(inputs, start, batch)).items():
+                    outs.setdefault(name, []).append(data.copy())
+            if backward:
+                for name, diff in self.backward(diffs, **_padded(top_diffs, start, batch)).items():
+                    grads.setdefault(name, []).append(diff.copy())
+        return ({k: np.concatenate(v)[:total] for k, v in outs.items()},
+                {k: np.concatenate(v)[:total] for k, v in grads.items()})
 
     def forward_backward(self) -> float:
         loss = self.forward_layers()
@@ -414,11 +469,23 @@ class Net:
                 lp.blobs.append(blob.to_proto(write_diff))
         return out
 
+    def save_hdf5(self, path) -> None:
+        """pycaffe: the learned blobs in Caffe's HDF5 layout (data/<layer>/<index>)."""
+        write_weights_h5(os.fspath(path), [(l.name, l.blobs) for l in self.layers if l.blobs])
+
+    def load_hdf5(self, path) -> None:
+        """pycaffe: load learned blobs written by save_hdf5 (or a .caffemodel.h5)."""
+        path = os.fspath(path)
+        if not is_hdf5(path):
+            raise WeightsError(f"{path}: not an HDF5 file (load_hdf5 reads what save_hdf5 "
+                               f"writes; copy_from reads .caffemodel files)")
+        self.copy_from(path)
+
     def save(self, path) -> None:
         """Write the learned blobs: HDF5 when the name ends in .h5, else a binary .caffemodel."""
         path = os.fspath(path)
         if path.endswith(".h5"):
-            write_weights_h5(path, [(l.name, l.blobs) for l in self.layers if l.blobs])
+            self.save_hdf5(path)
         else:
             write_binary(path, self.to_proto())
 
@@ -434,3 +501,19 @@ class Net:
     def __repr__(self) -> str:
         return f"<Net '{self.name}' phase={'TRAIN' if self.phase == TRAIN else 'TEST'} " \
                f"{len(self.layers)} layers>"
+
+
+def _unique(names: list[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def _padded(arrays: dict, start: int, batch: int) -> dict:
+    """Items start..start+batch of each array, zero-padded to a whole batch (pycaffe)."""
+    out = {}
+    for name, values in arrays.items():
+        part = np.asarray(values[start:start + batch])
+        if len(part) < batch:
+            part = np.concatenate([part, np.zeros((batch - len(part), *part.shape[1:]),
+                                                  dtype=part.dtype)])
+        out[name] = part
+    return out

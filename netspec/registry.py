@@ -38,6 +38,11 @@ def layer_types() -> dict[str, type]:
     return dict(sorted(_LAYERS.items()))
 
 
+def layer_type_list() -> list[str]:
+    """pycaffe's caffe.layer_type_list: every registered type name, sorted."""
+    return list(layer_types())
+
+
 def get_layer_class(type_name: str) -> type:
     """The class for `type_name`; a KeyError whose message suggests the closest known type."""
     known = layer_types()

@@ -39,3 +39,30 @@ def time_net(net: Net, iterations: int = 50) -> tuple[list[LayerTime], float]:
     rows = [LayerTime(l.name, l.type, fwd[i] / iterations * 1000, bwd[i] / iterations * 1000)
             for i, l in enumerate(net.layers)]
     return rows, total
+
+
+class Timer:
+    """pycaffe's caffe.Timer: start(), stop(), and `ms`, the milliseconds between them (a
+    running timer is stopped first; one never started reads 0)."""
+
+    def __init__(self):
+        self._start = self._stop = None
+
+    def start(self) -> None:
+        if not self.running:
+            self._start, self._stop = time.perf_counter(), None
+
+    def stop(self) -> None:
+        if self.running:
+            self._stop = time.perf_counter()
+
+    @property
+    def running(self) -> bool:
+        return self._start is not None and self._stop is None
+
+    @property
+    def ms(self) -> float:
+        if self._start is None:
+            return 0.0
+        self.stop()
+        return (self._stop - self._start) * 1000.0

@@ -24,6 +24,20 @@ class LayerSetupError(ValueError):
         self.field = field
 
 
+class BlobList(list):
+    """A layer's parameter blobs; `add_blob(*shape)` is pycaffe's way for a Python layer to
+    own learnable parameters (saved with the net, updated by the solver)."""
+
+    def __init__(self, dtype=np.float32, blobs=()):
+        super().__init__(blobs)
+        self.dtype = np.dtype(dtype)
+
+    def add_blob(self, *shape) -> Blob:
+        blob = Blob(tuple(int(d) for d in shape), self.dtype)
+        self.append(blob)
+        return blob
+
+
 class Layer:
     type: ClassVar[str] = "?"
     #: name of this layer's field in LayerParameter (e.g. "convolution_param"); None if it has none
@@ -57,7 +71,7 @@ class Layer:
         self.phase = phase
         self.dtype = np.dtype(dtype)
         self.rng = rng if rng is not None else np.random.default_rng()
-        self.blobs: list[Blob] = []
+        self.blobs: list[Blob] = BlobList(self.dtype)
         self.p = None
         if self.Params is not None:
             msg = getattr(spec, self.param_field) if self.param_field else spec

@@ -10,7 +10,7 @@ from contextvars import ContextVar
 import numpy as np
 
 from ..registry import register_layer
-from .base import Layer, LayerSetupError
+from .base import BlobList, Layer, LayerSetupError
 
 
 #: the folder of the net file being built (Net sets it while it builds its layers)
@@ -56,8 +56,8 @@ class Python(Layer):
         self.impl.param_str = p.param_str
         self.impl.phase = phase
         self.impl.layer_param = spec
-        if not hasattr(self.impl, "blobs"):
-            self.impl.blobs = []
+        if not isinstance(getattr(self.impl, "blobs", None), BlobList):
+            self.impl.blobs = BlobList(self.dtype, getattr(self.impl, "blobs", ()))
         self.blobs = self.impl.blobs
 
     def layer_setup(self, bottom, top):
