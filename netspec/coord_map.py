@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import layers as _registered  # noqa: F401  (the registry knows every type)
 from .dsl import Function, Top, layer
 from .registry import get_layer_class
 
@@ -45,6 +44,8 @@ def coord_map(fn: Function):
         stride, pad = np.array(p.strides, float), np.array(p.pads, float)
         dilation = np.array(getattr(p, "dilations", (1, 1)), float)
         extent = (np.array(p.kernel, float) - 1) * dilation + 1
+        if all(v[0] == v[1] for v in (stride, pad, extent)):  # square: one value, as pycaffe
+            stride, pad, extent = stride[:1], pad[:1], extent[:1]
         if fn.type_name == "Deconvolution":
             return axis, stride, (extent - 1) / 2 - pad
         return axis, 1 / stride, (pad - (extent - 1) / 2) / stride
