@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[test,bench,onnx]'
+	$(PY) -m pip install -q -e '.[test,bench,onnx,mpi]'
 	touch $@
 
 install: $(VENV)/.installed

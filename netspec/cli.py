@@ -130,31 +130,42 @@ def train(
     if log_format not in ("auto", "rich", "caffe"):
         raise NetspecError(f"--log-format must be auto, rich or caffe, got {log_format!r}")
     _no_gpu(gpu)
-    rich = log_format == "rich" or (log_format == "auto" and sys.stdout.isatty())
-    _setup_logging(log_file, logging.WARNING if rich else logging.INFO)
+    from .parallel import start
+    world = start()  # None unless mpiexec started several of us
+    root = world is None or world.rank == 0
+    rich = root and (log_format == "rich" or (log_format == "auto" and sys.stdout.isatty()))
+    if root:
+        _setup_logging(log_file, logging.WARNING if rich else logging.INFO)
+    else:  # only rank 0 reports progress
+        _setup_logging(None, logging.ERROR)
     set_threads(threads)
-    spec = path
-    if _is_net_spec(path):
-        spec = default_solver(path)
-        logger.warning("%s is a net, not a solver: training with a default solver (SGD, base_lr "
-                       "0.01, momentum 0.9, lr_policy fixed, max_iter 10000, no testing, "
-                       "snapshots to %s_iter_N)", path, spec.snapshot_prefix)
-    s = get_solver(spec, np.dtype(dtype), weights=weights, max_iter=max_iter)
-    s.check_finite = not allow_nan
-
     try:
-        actions = SignalActions(sigint_effect, sighup_effect)
-    except ValueError as e:
-        raise NetspecError(str(e)) from None
-    with actions:
-        s.action_request = actions
-        if rich:
-            from .progress import RichProgress
-            with RichProgress(s.param.max_iter) as progress:
-                s.observers.append(progress)
+        spec = path
+        if _is_net_spec(path):
+            spec = default_solver(path)
+            logger.warning("%s is a net, not a solver: training with a default solver (SGD, "
+                           "base_lr 0.01, momentum 0.9, lr_policy fixed, max_iter 10000, no "
+                           "testing, snapshots to %s_iter_N)", path, spec.snapshot_prefix)
+        s = get_solver(spec, np.dtype(dtype), weights=weights, max_iter=max_iter, world=world)
+        s.check_finite = not allow_nan
+
+        try:
+            actions = SignalActions(sigint_effect, sighup_effect)
+        except ValueError as e:
+            raise NetspecError(str(e)) from None
+        with actions:
+            s.action_request = actions
+            if rich:
+                from .progress import RichProgress
+                with RichProgress(s.param.max_iter) as progress:
+                    s.observers.append(progress)
+                    s.solve(snapshot)
+            else:
                 s.solve(snapshot)
-        else:
-            s.solve(snapshot)
+    except Exception as e:
+        if world is None:
+            raise
+        world.fail(e, debug=_debug)  # one line naming the rank, then the whole job ends
 
 
 @app.command()
@@ -538,3 +549,7 @@ def caffe_style_flags(args: list[str]) -> list[str]:
 def main() -> None:
     """Console entry point."""
     app(args=caffe_style_flags(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -63,6 +63,8 @@ class Net:
         param, kept = filter_net(param, state, self.source, origin)
         param, self._origin = insert_splits(param, [origin[k] for k in kept], self.source)
         self.param = param
+        #: called with each layer's index after its backward (parallel.py sends gradients)
+        self.after_backward = None
         self._build(param)
         if weights is not None:
             self.copy_from(weights)
@@ -279,6 +281,8 @@ class Net:
             if self._layer_need_backward[i]:
                 self.layers[i].backward(self.top_ids[i], self._bottom_need_backward[i],
                                         self.bottom_ids[i])
+            if self.after_backward is not None:
+                self.after_backward(i)
 
     def forward(self, blobs=None, start=None, end=None, **inputs) -> dict[str, np.ndarray]:
         """pycaffe: set input blobs from keyword arrays, run layers `start`..`end` (names,

@@ -17,6 +17,14 @@ from .base import Layer, LayerSetupError
 from .transform import make_transformer
 
 
+def shard(layer) -> tuple[int, int]:
+    """(stride, offset) through a TRAIN source for this data-parallel process: as Caffe's
+    DataLayer, rank r of N keeps the items whose position in the stream is r modulo N, so the
+    ranks read disjoint parts of every N batches; (1, 0) alone, and in TEST."""
+    from ..compat import solver_count, solver_rank
+    return (solver_count(), solver_rank()) if layer.phase == 0 else (1, 0)
+
+
 class InputView(ParamView):
     shape: list[pb.BlobShape] = []
 
@@ -75,6 +83,7 @@ class Data(Layer):
 
     def layer_setup(self, bottom, top):
         self.reader = DatumReader(self.p.source)
+        self.stride, self.offset = shard(self)
         self.transform = make_transformer(self)
         # Caffe skips a random number (< rand_skip) of records so parallel readers differ
         skip = int(self.rng.integers(0, self.p.rand_skip)) if self.p.rand_skip else 0
@@ -91,7 +100,8 @@ class Data(Layer):
             top[1].reshape(self.p.batch_size)
 
     def _indices(self, position):
-        return (position + np.arange(self.p.batch_size)) % len(self.reader)
+        items = position + np.arange(self.p.batch_size) * self.stride + self.offset
+        return items % len(self.reader)
 
     def _fetch(self, position):
         return position, self.reader.batch(self._indices(position), self.color)
@@ -101,7 +111,7 @@ class Data(Layer):
             _, (images, labels) = self.pending.result()
         else:
             _, (images, labels) = self._fetch(self.position)
-        self.position = int((self.position + self.p.batch_size) % len(self.reader))
+        self.position = int((self.position + self.p.batch_size * self.stride) % len(self.reader))
         self.pending = self.pool.submit(self._fetch, self.position)
         top[0].data[...] = self.transform(images)
         if len(top) > 1:
@@ -189,6 +199,7 @@ class MemoryData(Layer):
         self.transform = make_transformer(self)
         self.data = self.labels = None
         self.position = 0
+        self.stride, self.offset = shard(self)
 
     def reshape(self, bottom, top):
         p = self.p
@@ -210,10 +221,10 @@ class MemoryData(Layer):
         if self.data is None:
             raise LayerSetupError("no data: call net.set_input_arrays(data, labels) first")
         b = self.p.batch_size
-        rows = slice(self.position, self.position + b)
+        rows = (self.position + np.arange(b) * self.stride + self.offset) % len(self.data)
         top[0].data[...] = self.transform(self.data[rows])
         top[1].data[...] = self.labels[rows]
-        self.position = (self.position + b) % len(self.data)
+        self.position = (self.position + b * self.stride) % len(self.data)
 
     def state(self) -> dict:
         return {"position": self.position}

@@ -12,6 +12,7 @@ from ..images import load
 from ..params import ParamView
 from ..registry import register_layer
 from .base import Layer, LayerSetupError
+from .data import shard
 from .transform import make_transformer
 
 
@@ -83,6 +84,8 @@ class HDF5Data(Layer):
                 raise DataError(f"{path}: cannot read as HDF5 ({e})") from None
         self.order = list(range(len(self.files)))
         self.file_pos, self.row = 0, 0
+        # shuffled: each rank its own order (as Caffe); else disjoint shards of the rows
+        self.stride, self.offset = (1, 0) if self.p.shuffle else shard(self)
         self._load(shuffle_files=self.p.shuffle)
 
     def _load(self, shuffle_files: bool = False) -> None:
@@ -99,7 +102,9 @@ class HDF5Data(Layer):
             t.reshape(self.p.batch_size, *self.shapes[name])
 
     def forward(self, bottom, top):
-        filled, b = 0, self.p.batch_size
+        """The next batch_size rows (of batch_size x N, every N-th, for rank r of N)."""
+        filled, b = 0, self.p.batch_size * self.stride
+        pieces: dict[str, list] = {name: [] for name in self.names}
         while filled < b:  # one pass per file the batch draws from
             if self.row >= len(self.rows):
                 self.row = 0
@@ -109,10 +114,12 @@ class HDF5Data(Layer):
                 self._load(shuffle_files=self.p.shuffle and wrapped)
             take = min(b - filled, len(self.rows) - self.row)
             sel = self.rows[self.row:self.row + take]
-            for name, t in zip(self.names, top):
-                t.data[filled:filled + take] = self.current[name][sel]
+            for name in self.names:
+                pieces[name].append(self.current[name][sel])
             self.row += take
             filled += take
+        for name, t in zip(self.names, top):
+            t.data[...] = np.concatenate(pieces[name])[self.offset::self.stride]
 
     def state(self) -> dict:
         return {"order": self.order, "file": self.file_pos, "row": self.row,
@@ -193,6 +200,8 @@ class ImageData(Layer):
             raise LayerSetupError("give both new_height and new_width (or neither)",
                                   field="new_height")
         self.lines = image_list(p.source)
+        # shuffled: each rank its own order of the whole list (as Caffe); else disjoint shards
+        self.stride, self.offset = (1, 0) if p.shuffle else shard(self)
         self.transform = make_transformer(self)
         self.order = self.rng.permutation(len(self.lines)) if p.shuffle else \
             np.arange(len(self.lines))
@@ -212,10 +221,11 @@ class ImageData(Layer):
 
     def forward(self, bottom, top):
         images, labels = [], []
-        for _ in range(self.p.batch_size):
+        for k in range(self.p.batch_size * self.stride):
             i = int(self.order[self.position])
-            images.append(self._image(i))
-            labels.append(self.lines[i][1])
+            if k % self.stride == self.offset:
+                images.append(self._image(i))
+                labels.append(self.lines[i][1])
             self.position += 1
             if self.position == len(self.lines):
                 self.position = 0

@@ -42,7 +42,8 @@ class Solver:
     parameter keeps (Caffe's layout: all first sets, then all second sets)."""
     history_sets = 1
 
-    def __init__(self, solver, dtype=np.float32, *, weights=None, max_iter: int | None = None):
+    def __init__(self, solver, dtype=np.float32, *, weights=None, max_iter: int | None = None,
+                 world=None):
         if isinstance(solver, pb.SolverParameter):
             self.param, self.file, self.source = solver, None, Source()
         else:
@@ -60,6 +61,9 @@ class Solver:
         self.dtype = np.dtype(dtype)
         seed = self.param.random_seed if self.param.random_seed >= 0 else None
         self.rng = default_rng(seed)
+        #: the MPI world when this is one of several data-parallel processes (parallel.py)
+        self.world = world
+        self._own_stream()
         self.net = self._train_net()
         self.test_nets = self._test_nets()
         self.iter = 0
@@ -86,6 +90,17 @@ class Solver:
                 if self.net.weights_missing:
                     logger.info("Layers initialised by their fillers (not in %s): %s", w,
                                 ", ".join(self.net.weights_missing))
+
+    @property
+    def is_root(self) -> bool:
+        """The process that logs, tests and snapshots (the only one without MPI)."""
+        return self.world is None or self.world.rank == 0
+
+    def _own_stream(self) -> None:
+        """Each data-parallel rank draws its own random numbers (dropout masks, random crops):
+        rank r jumps the shared seed's stream r * 2^127 steps ahead."""
+        if self.world is not None and self.world.rank:
+            self.rng.bit_generator.state = self.rng.bit_generator.jumped(self.world.rank).state
 
     # -- nets ------------------------------------------------------------------------------------
     def _path(self, path: str) -> str:
@@ -135,18 +150,19 @@ class Solver:
         logger.info("Learning Rate Policy: %s", p.lr_policy)
         if resume_file:
             self.restore(resume_file)
-        if p.snapshot or p.snapshot_after_train:
+        if (p.snapshot or p.snapshot_after_train) and self.is_root:
             self.check_snapshot_folder()
         self.step(p.max_iter - self.iter)
-        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0) and \
+                self.is_root:
             self.snapshot()
         if self.requested_stop:
             logger.info("Optimization stopped early.")
             return
-        if p.display and self.iter % p.display == 0:
+        if p.display and self.iter % p.display == 0 and self.is_root:
             loss = self.net.forward_layers()
             logger.info("Iteration %d, loss = %s", self.iter, fmt(loss))
-        if p.test_interval and self.iter % p.test_interval == 0:
+        if p.test_interval and self.iter % p.test_interval == 0 and self.is_root:
             self.test_all()
         logger.info("Optimization Done.")
 
@@ -162,13 +178,15 @@ class Solver:
         start_iter, stop_iter = self.iter, self.iter + iters
         self.losses, self.smoothed_loss = [], 0.0
         last_iter, timer = self.iter, time.perf_counter()
+        if self.world is not None:
+            self._start_parallel()
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
             if p.test_interval and self.iter % p.test_interval == 0 and (
-                    self.iter > 0 or p.test_initialization):
+                    self.iter > 0 or p.test_initialization) and self.is_root:
                 self.test_all()
             display = p.display and self.iter % p.display == 0
-            loss = sum(self.net.forward_backward() for _ in range(p.iter_size)) / p.iter_size
+            loss = self._forward_backward() / p.iter_size
             if self.check_finite:
                 self._check_finite(loss)
             self._update_smoothed_loss(loss, start_iter)
@@ -184,11 +202,45 @@ class Solver:
             for o in self.observers:
                 o.on_iteration(self)
             request = self.action_request()
-            if (p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot":
+            if self.world is not None:  # every rank acts on a signal any of them received
+                request = self.world.agree(request)
+            if ((p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot") and \
+                    self.is_root:
                 self.snapshot()
             if request == "stop":
                 self.requested_stop = True
                 break
+
+    def _forward_backward(self) -> float:
+        """iter_size forward + backward passes, accumulating gradients; with MPI the last
+        backward sends each finished bucket of gradients on its way, and all are averaged
+        over the processes before returning. The summed loss of this process."""
+        net, world, n = self.net, self.world, self.param.iter_size
+        loss = 0.0
+        for k in range(n):
+            if world is not None and world.overlap and k == n - 1:
+                net.after_backward = world.layer_done
+            try:
+                loss += net.forward_backward()
+            finally:
+                net.after_backward = None
+        if world is not None:
+            world.finish_gradients()
+        return loss
+
+    def _start_parallel(self) -> None:
+        """Every rank starts from rank 0's weights and history (also after a resume)."""
+        world = self.world
+        world.plan(self.net)
+        world.broadcast([p.blob.data for p in self.net.learnable_params] +
+                        [h.data for h in self.history])
+        batch = next((t.shape[0] for layer, tops in zip(self.net.layers, self.net.top_ids)
+                      if layer.is_data for t in tops[:1] if t.shape), None)
+        if batch is not None:
+            size = self.param.iter_size
+            logger.info("Training on %d processes (MPI): batch_size %d per process%s, "
+                        "effective batch %d", world.size, batch,
+                        f" x iter_size {size}" if size > 1 else "", world.size * batch * size)
 
     def _check_finite(self, loss: float) -> None:
         """Stop, before the update reaches the weights or a snapshot, when the loss or a
@@ -372,6 +424,7 @@ class Solver:
         try:
             if "rng" in extra:
                 self.rng.bit_generator.state = extra["rng"]
+            self._own_stream()  # the snapshot holds rank 0's stream
             self.net.set_layer_states(extra.get("train", {}))
             for net, states in zip(self.test_nets, extra.get("test", [])):
                 net.set_layer_states(states)
