@@ -98,7 +98,17 @@ class Net:
         self.params: OrderedDict[str, list[Blob]] = OrderedDict()
         shared: dict[str, tuple[Blob, str]] = {}
 
+        first_of_name: dict[str, int] = {}
         for i, lp in enumerate(param.layer):
+            if self._origin[i] is not None:  # written in the file (not an inserted Split)
+                if lp.name in first_of_name:
+                    first = first_of_name[lp.name]
+                    line = self.source.layer_line(self._origin[first])
+                    raise self._error(i, f"the name is also that of {param.layer[first].type} "
+                                         f"'{lp.name}'{f' at line {line}' if line else ''}: "
+                                         f"layer names must be unique (weights are matched by "
+                                         f"name)", "name")
+                first_of_name[lp.name] = i
             try:
                 cls = get_layer_class(lp.type)
             except KeyError as e:
