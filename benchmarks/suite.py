@@ -51,10 +51,10 @@ def train_net_param(case):
 
 
 def deploy_net_param(case):
-    sys.path.insert(0, str(ROOT / "tests"))
-    import zoo
+    sys.path.insert(0, str(ROOT / "models" / "zoo"))
+    import make_zoo
     name, batch = INFER[case]
-    return getattr(zoo, name)(batch=batch)
+    return make_zoo.named(name, batch=batch)
 
 
 def write_model(case, folder):
