@@ -98,17 +98,8 @@ class Net:
         self.params: OrderedDict[str, list[Blob]] = OrderedDict()
         shared: dict[str, tuple[Blob, str]] = {}
 
-        first_of_name: dict[str, int] = {}
+        with_weights: dict[str, int] = {}  # layer name -> index, for layers with blobs
         for i, lp in enumerate(param.layer):
-            if self._origin[i] is not None:  # written in the file (not an inserted Split)
-                if lp.name in first_of_name:
-                    first = first_of_name[lp.name]
-                    line = self.source.layer_line(self._origin[first])
-                    raise self._error(i, f"the name is also that of {param.layer[first].type} "
-                                         f"'{lp.name}'{f' at line {line}' if line else ''}: "
-                                         f"layer names must be unique (weights are matched by "
-                                         f"name)", "name")
-                first_of_name[lp.name] = i
             try:
                 cls = get_layer_class(lp.type)
             except KeyError as e:
@@ -144,6 +135,16 @@ class Net:
                 raise self._error(i, str(e)) from None
             if cls.is_data and lp.type == "Input":
                 self.inputs.extend(lp.top)
+            if layer.blobs:  # Caffe allows repeated names; weights, matched by name, cannot
+                if lp.name in with_weights:
+                    first = with_weights[lp.name]
+                    line = self.source.layer_line(self._origin[first]) \
+                        if self._origin[first] is not None else None
+                    raise self._error(i, f"the name is also that of {param.layer[first].type} "
+                                         f"'{lp.name}'{f' at line {line}' if line else ''}, "
+                                         f"and both have weights: weights are saved and loaded "
+                                         f"by layer name, so give them different names", "name")
+                with_weights[lp.name] = i
 
             # loss weights: loss layers default to 1 on their first top
             if lp.loss_weight and len(lp.loss_weight) != len(lp.top):

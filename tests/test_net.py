@@ -180,7 +180,7 @@ def test_copy_from_errors(tmp_path):
      "Convolution 'conv': num_output must be greater than 0. Received: num_output=0"),
     (('num_output: 3 kernel_size', 'num_output: -1 kernel_size'), "Value out of range: -1"),
     (('name: "ip_b"', 'name: "ip_a"'), "InnerProduct 'ip_a': the name is also that of "
-     "InnerProduct 'ip_a' at line 10: layer names must be unique"),
+     "InnerProduct 'ip_a' at line 10, and both have weights"),
 ])
 def test_wiring_errors_name_file_line_and_layer(tmp_path, change, match):
     path = tmp_path / "bad.prototxt"
