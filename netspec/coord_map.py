@@ -83,33 +83,30 @@ def _mappable_bottoms(top: Top):
     return bottoms[:1] if top.fn.type_name == "Crop" else bottoms
 
 
+def _walk_back(start: Top):
+    """(top, the maps of the layers from `top` up to `start`, composed) for `start` and each
+    ancestor that layers with a coordinate map lead back to."""
+    maps = {start: (None, 1, 0)}
+    frontier = [start]
+    while frontier:
+        top = frontier.pop()
+        yield top, maps[top]
+        try:
+            step = coord_map(top.fn)
+        except UndefinedMapException:
+            continue
+        for bottom in _mappable_bottoms(top):
+            maps[bottom] = compose(maps[top], step)
+            frontier.append(bottom)
+
+
 def coord_map_from_to(top_from: Top, top_to: Top):
     """The map from `top_from`'s coordinates to `top_to`'s, through their nearest common
     ancestor blob; RuntimeError if spatial layers do not connect them."""
-    from_maps = {top_from: (None, 1, 0)}
-    frontier = [top_from]
-    while frontier:
-        top = frontier.pop()
-        try:
-            step = coord_map(top.fn)
-        except UndefinedMapException:
-            continue
-        for bottom in _mappable_bottoms(top):
-            from_maps[bottom] = compose(from_maps[top], step)
-            frontier.append(bottom)
-    to_maps = {top_to: (None, 1, 0)}
-    frontier = [top_to]
-    while frontier:
-        top = frontier.pop()
+    from_maps = dict(_walk_back(top_from))
+    for top, to_map in _walk_back(top_to):
         if top in from_maps:
-            return compose(to_maps[top], inverse(from_maps[top]))
-        try:
-            step = coord_map(top.fn)
-        except UndefinedMapException:
-            continue
-        for bottom in _mappable_bottoms(top):
-            to_maps[bottom] = compose(to_maps[top], step)
-            frontier.append(bottom)
+            return compose(to_map, inverse(from_maps[top]))
     raise RuntimeError("Could not compute map between tops; are they connected by spatial "
                        "layers?")
 
