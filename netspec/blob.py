@@ -3,19 +3,50 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
 from .proto import netspec_pb2 as pb
 
 
+#: set while a net is built for its shapes alone (`netspec info`): blobs and buffers are
+#: read-only views of a single zero, whatever their size, and fillers do not run
+_shapes_only: ContextVar[bool] = ContextVar("shapes_only", default=False)
+
+
+@contextmanager
+def shapes_only():
+    """Build nets inside this block for their shapes only: nothing is allocated (a net too
+    big for this machine can still be described)."""
+    token = _shapes_only.set(True)
+    try:
+        yield
+    finally:
+        _shapes_only.reset(token)
+
+
+def is_shapes_only() -> bool:
+    return _shapes_only.get()
+
+
+def buffer(shape, dtype) -> np.ndarray:
+    """A zeroed array for a blob or a layer's own working memory; in shapes_only(), a
+    read-only view of one zero with that shape (no memory)."""
+    shape = tuple(int(s) for s in shape)
+    if _shapes_only.get():
+        return np.broadcast_to(np.zeros((), dtype=dtype), shape)
+    check_fits(shape, dtype)
+    return np.zeros(shape, dtype=dtype)
+
+
 class Blob:
     __slots__ = ("data", "diff")
 
     def __init__(self, shape=(), dtype=np.float32):
-        check_fits(tuple(shape), dtype)
-        self.data = np.zeros(tuple(shape), dtype=dtype)
-        self.diff = np.zeros(tuple(shape), dtype=dtype)
+        self.data = buffer(shape, dtype)
+        self.diff = buffer(shape, dtype)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -43,9 +74,8 @@ class Blob:
         if any(s < 0 for s in shape):
             raise ValueError(f"negative dimension in blob shape {shape}")
         if shape != self.data.shape:
-            check_fits(shape, self.data.dtype)
-            self.data = np.zeros(shape, dtype=self.data.dtype)
-            self.diff = np.zeros(shape, dtype=self.data.dtype)
+            self.data = buffer(shape, self.data.dtype)
+            self.diff = buffer(shape, self.data.dtype)
 
     def to_proto(self, write_diff: bool = False) -> pb.BlobProto:
         """Caffe's BlobProto: shape plus float `data` (float32) or `double_data` (float64)."""

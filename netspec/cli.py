@@ -217,9 +217,11 @@ def info(
     from rich.console import Console
     from rich.table import Table
 
+    from .blob import shapes_only
     from .info import blob_bytes, describe, human
     from .net import Net
-    net = Net(spec, _phase(phase))
+    with shapes_only():  # allocates nothing: nets too big to run are described too
+        net = Net(spec, _phase(phase))
     rows = describe(net)
     table = Table(title=f"{net.name or spec} ({phase.upper()})", title_justify="left")
     for column, justify in (("layer", "left"), ("type", "left"), ("bottoms -> tops", "left"),

@@ -563,6 +563,18 @@ def test_huge_shapes_name_the_layer_and_size_before_allocating(project, change, 
     assert where in line and "more than this machine's" in line, line
 
 
+@pytest.mark.parametrize("change,shown", [
+    (("num_output: 2 ", "num_output: 4000000000 "), "112,000,000,015 parameters (448GB)"),
+    (("batch_size: 8", "batch_size: 4000000000"), "4000000000x1x4x4"),
+])
+def test_info_describes_nets_too_big_to_run_allocating_nothing(project, change, shown):
+    """`netspec info` infers shapes only: a net that needs terabytes is still described."""
+    (project / "net.prototxt").write_text(NET.format(src="db").replace(*change))
+    r = invoke("info", "net.prototxt")
+    assert r.exit_code == 0, r.output
+    assert shown in r.output
+
+
 def test_an_unwritable_snapshot_folder_is_found_before_training(project):
     import os
     (project / "blocked").write_text("a file where the snapshot folder should be")

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..blob import Blob
+from ..blob import Blob, is_shapes_only
 from ..fillers import fill
 from ..params import ParamView, build_view
 from ..proto import netspec_pb2 as pb
@@ -105,6 +105,9 @@ class Layer:
 
     def add_param(self, shape, filler: pb.FillerParameter) -> Blob:
         blob = Blob(shape, self.dtype)
+        if is_shapes_only():  # `netspec info`: the shape is all that is wanted
+            self.blobs.append(blob)
+            return blob
         try:
             fill(blob.data, filler, self.rng)
         except ValueError as e:

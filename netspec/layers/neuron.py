@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
+from ..blob import buffer
 from ..kernels import flat, kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
@@ -119,7 +120,7 @@ class Dropout(Neuron):
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
-        self.mask = np.zeros(bottom[0].shape, dtype=bool)
+        self.mask = buffer(bottom[0].shape, bool)
 
     def forward(self, bottom, top):
         x = bottom[0].data
@@ -354,7 +355,7 @@ class Swish(Neuron):
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
-        self.s = np.empty(bottom[0].shape, dtype=self.dtype)
+        self.s = buffer(bottom[0].shape, self.dtype)
 
     def forward(self, bottom, top):
         x = bottom[0].data

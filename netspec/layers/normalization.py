@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
+from ..blob import buffer
 from ..kernels import absent, kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
@@ -284,7 +285,7 @@ class LRN(Layer):
         if bottom[0].data.ndim != 4:
             raise LayerSetupError(f"needs a 4-d (N, C, H, W) input, got {bottom[0].shape}")
         top[0].reshape(bottom[0].shape)
-        self.scale = np.empty(bottom[0].shape, dtype=self.dtype)
+        self.scale = buffer(bottom[0].shape, self.dtype)
         if self.p.norm_region == "WITHIN_CHANNEL":
             n, (_, _, h, w) = self.p.local_size, bottom[0].shape
             pad = (n - 1) // 2

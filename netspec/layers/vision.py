@@ -6,7 +6,7 @@ import math
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..blob import Blob
+from ..blob import Blob, buffer
 from ..params import ParamView, spatial_pair
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
@@ -135,7 +135,7 @@ class Convolution(Layer):
         # ones included) shares one workspace between all convolutions
         self.shared = self.phase == 1
         if not self.shared:
-            self.own = [np.empty(size, dtype=self.dtype) for size in self.sizes]
+            self.own = [buffer((size,), self.dtype) for size in self.sizes]
         self.col_images = None  # (start, stop) of the images whose columns col_buf holds
         # a 1x1 stride-1 unpadded kernel: one image's columns are the image itself (unless the
         # output overwrites it)
@@ -332,7 +332,7 @@ class Im2col(Convolution):
         self.out_hw = (oh, ow)
         top[0].reshape(n, c * p.kernel[0] * p.kernel[1], oh, ow)
         self.rows = c * p.kernel[0] * p.kernel[1]
-        self.col = np.empty((self.rows, n * oh * ow), dtype=self.dtype)
+        self.col = buffer((self.rows, n * oh * ow), self.dtype)
 
     def forward(self, bottom, top):
         x = bottom[0].data
@@ -438,7 +438,7 @@ class Pooling(Layer):
                 raise LayerSetupError("a second (mask) top needs pool: MAX")
             top[1].reshape(n, c, oh, ow)
         # MAX and STOCHASTIC (TRAIN) remember the flat input index h * W + w each output took
-        self.mask = np.zeros((n, c, oh, ow), dtype=np.int32)
+        self.mask = buffer((n, c, oh, ow), np.int32)
 
     def window(self):
         return (*self.kernel, *self.p.strides)
