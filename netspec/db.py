@@ -31,12 +31,45 @@ def _open(path: str) -> tuple[lmdb.Environment, list[bytes]]:
             raise DataError(f"data source '{path}' is truncated: data.mdb has {size:,} bytes, "
                             f"its pages need {pages:,} (convert or copy it again)")
         try:
+            _check_readable(path, real, size)
             with env.begin() as txn:
                 keys = list(txn.cursor().iternext(keys=True, values=False))
         except lmdb.Error as e:
             raise DataError(f"data source '{path}' is corrupt ({e})") from None
+        except DataError:
+            env.close()
+            raise
         _OPEN[real] = (env, keys)
     return _OPEN[real]
+
+
+#: databases up to this size are read through once, in a separate process, before use
+VERIFY_BYTES = 4 << 30
+_READ_ALL = """
+import sys, lmdb
+env = lmdb.open(sys.argv[1], readonly=True, lock=False, readahead=False, max_readers=64)
+with env.begin() as txn:
+    for key, value in txn.cursor():
+        pass
+"""
+
+
+def _check_readable(path: str, real: str, size: int) -> None:
+    """A damaged page can point LMDB past the end of the file, and the read then kills the
+    process with SIGBUS, which nothing in Python can catch: read every record once in a child
+    process first, and refuse the database if that child dies of a signal."""
+    import subprocess
+    import sys
+    if size > VERIFY_BYTES:
+        return
+    try:
+        child = subprocess.run([sys.executable, "-c", _READ_ALL, real], capture_output=True,
+                               timeout=600)
+    except (OSError, subprocess.TimeoutExpired):
+        return  # no verdict: reading it here will tell
+    if child.returncode < 0:
+        raise DataError(f"data source '{path}' is damaged: reading it makes LMDB crash (signal "
+                        f"{-child.returncode}); convert or copy it again")
 
 
 def creating_command(path: str) -> str:
@@ -71,11 +104,19 @@ class DatumReader:
 
     def _parse(self, txn, index: int) -> pb.Datum:
         d = pb.Datum()
+        key = self.keys[index]
         try:
-            d.ParseFromString(txn.get(self.keys[index]))
+            value = txn.get(key)
+        except lmdb.Error as e:
+            raise DataError(f"{self.path}: record {index} (key {key!r}) cannot be read: the "
+                            f"database is damaged ({e})") from None
+        if value is None:
+            raise DataError(f"{self.path}: record {index} (key {key!r}) is listed but cannot be "
+                            f"found: the database is damaged") from None
+        try:
+            d.ParseFromString(value)
         except DecodeError:
-            raise DataError(f"{self.path}: record {index} (key {self.keys[index]!r}) is not a "
-                            f"Datum") from None
+            raise DataError(f"{self.path}: record {index} (key {key!r}) is not a Datum") from None
         return d
 
     def batch(self, indices, color: bool | None = None) -> tuple[np.ndarray, np.ndarray]:

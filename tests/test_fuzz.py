@@ -1,5 +1,5 @@
-"""Fuzzing (hypothesis): mutated spec text, .caffemodel, .solverstate (binary and HDF5) and
-LMDB records. Every outcome must be success or a NetspecError (the CLI's one line): never
+"""Fuzzing (hypothesis): mutated spec text, .caffemodel, .solverstate (binary and HDF5),
+LMDB records, and LMDB files with damaged bytes. Every outcome must be success or a NetspecError (the CLI's one line): never
 another exception. Bounded for CI; NETSPEC_FUZZ_EXAMPLES=2000 runs longer."""
 from __future__ import annotations
 
@@ -106,6 +106,52 @@ def test_lmdb_records_of_random_bytes(files, records):
         reader = DatumReader(str(db))
         reader.batch(range(len(reader)))
     outcome("lmdb record", read)
+
+
+LMDB_FILE_FUZZ = """
+import os, shutil, sys, collections
+import numpy as np
+from netspec import NetspecError
+from netspec.db import DatumReader, write_datum_lmdb
+folder, examples = sys.argv[1], int(sys.argv[2])
+rng = np.random.default_rng(0)
+write_datum_lmdb(os.path.join(folder, "db"), rng.integers(0, 255, (20, 1, 4, 4), dtype=np.uint8),
+                 rng.integers(0, 10, 20))
+clean = open(os.path.join(folder, "db", "data.mdb"), "rb").read()
+counts = collections.Counter()
+for t in range(examples):
+    damaged = bytearray(clean)
+    for _ in range(int(rng.integers(1, 4))):  # one to three bytes anywhere in the pages
+        damaged[int(rng.integers(0, len(damaged)))] = int(rng.integers(0, 256))
+    db = os.path.join(folder, f"m{t}")
+    os.makedirs(db)
+    with open(os.path.join(db, "data.mdb"), "wb") as f:
+        f.write(bytes(damaged))
+    try:
+        reader = DatumReader(db)
+        reader.batch(range(len(reader)))
+        counts["ok"] += 1
+    except NetspecError as e:
+        counts[type(e).__name__] += 1
+    shutil.rmtree(db)
+print(dict(counts))
+"""
+
+
+def test_lmdb_files_with_damaged_bytes(tmp_path):
+    """Bytes changed anywhere in data.mdb (page headers, tree pointers, sizes, records): a
+    NetspecError or success, never another exception or a signal (LMDB reading past the end
+    of the file used to kill the process with SIGBUS). Run in a child process, so that a
+    signal fails this test instead of ending the test run."""
+    import subprocess
+    import sys
+    child = subprocess.run([sys.executable, "-c", LMDB_FILE_FUZZ, str(tmp_path),
+                            str(EXAMPLES)], capture_output=True, text=True, timeout=900)
+    assert child.returncode == 0, f"exit {child.returncode}: {child.stderr[-2000:]}"
+    counts = eval(child.stdout.strip().splitlines()[-1])
+    assert sum(counts.values()) == EXAMPLES
+    for kind, n in counts.items():
+        OUTCOMES[("lmdb file", kind)] += n
 
 
 def test_print_fuzz_counts():
