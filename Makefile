@@ -12,10 +12,14 @@ demo: install data/mnist/.ready  ## install, fetch MNIST, train LeNet (10,000 it
 test: install-test data/mnist/.ready  ## install test extras, run the whole suite
 	$(PY) -m pytest -q
 
+# setuptools prints a boxed notice on every editable install ("Editable installation.");
+# it is not a problem here, and it hid real messages
+PIP_QUIET = PYTHONWARNINGS="ignore:Editable installation:Warning"
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[tools]'
+	$(PIP_QUIET) $(PY) -m pip install -q -e '.[tools]'
 	@command -v dot >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 	  { apt-get install -y -q graphviz >/dev/null 2>&1 || \
 	    { apt-get update -q >/dev/null && apt-get install -y -q graphviz >/dev/null; }; }; } || \
@@ -23,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[test,bench,onnx,mpi]'
+	$(PIP_QUIET) $(PY) -m pip install -q -e '.[test,bench,onnx,mpi]'
 	touch $@
 
 install: $(VENV)/.installed
