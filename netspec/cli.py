@@ -305,6 +305,9 @@ def export(
                f"{len(model.graph.node)} nodes, {weights_count:,} weights; inputs "
                f"{shapes(model.graph.input)}; outputs {shapes(model.graph.output)}")
     if check:
+        if weights is None:
+            typer.echo("note: without --weights the check runs the fillers' weights, which "
+                       "are often constant zeros; it means most with trained weights")
         if batch is not None:  # the file's batch, or another one for a dynamic batch axis
             for name in net.inputs:
                 shape = net.blobs[name].shape
