@@ -382,21 +382,28 @@ def test_bad_options_are_one_line(tmp_path, args, message):
 
 
 def test_unwritable_output_is_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
     result = run_cli("export", str(ROOT / "models/lenet/lenet.prototxt"), "-o",
-                     str(tmp_path / "missing" / "lenet.onnx"))
+                     str(tmp_path / "a_file" / "lenet.onnx"))
     assert result.exit_code == 1
     assert "cannot write" in result.output.strip().splitlines()[-1]
-    assert not (tmp_path / "missing").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+    made = run_cli("export", str(ROOT / "models/lenet/lenet.prototxt"), "-o",
+                   str(tmp_path / "new" / "lenet.onnx"))  # a missing folder is made
+    assert made.exit_code == 0 and (tmp_path / "new" / "lenet.onnx").is_file()
 
 
-def test_weights_over_protobufs_limit_are_one_line(tmp_path, monkeypatch):
+def test_weights_past_protobufs_limit_go_to_an_external_data_file(tmp_path, monkeypatch):
     import netspec.export
-    from netspec import NetspecError
-    monkeypatch.setattr(netspec.export, "PROTOBUF_LIMIT", 1000)
-    net = Net(str(ROOT / "models/lenet/lenet.prototxt"), TEST)
-    with pytest.raises(NetspecError, match=r"the weights take 0.0 GiB: over protobuf's 2 GiB"):
-        export_onnx(net, tmp_path / "lenet.onnx")
-    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(netspec.export, "PROTOBUF_LIMIT", 1000)  # as if LeNet were 2 GiB
+    net = randomize(Net(str(ROOT / "models/lenet/lenet.prototxt"), TEST))
+    export_onnx(net, tmp_path / "lenet.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet.onnx", "lenet.onnx.data"]
+    assert (tmp_path / "lenet.onnx").stat().st_size < 100_000  # the weights are beside it
+    onnx.checker.check_model(str(tmp_path / "lenet.onnx"), full_check=True)
+    errors = compare_with_onnxruntime(net, tmp_path / "lenet.onnx", every_blob=True)
+    assert max(errors.values()) <= TOLERANCE
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet.onnx", "lenet.onnx.data"]
 
 
 def test_a_fixed_batch_leaves_the_nets_own_batch(tmp_path):

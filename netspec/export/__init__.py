@@ -10,6 +10,7 @@ import os
 from typing import Callable
 
 from ..errors import NetspecError, SpecError
+from ..spec import write_atomic
 
 #: layer type -> converter(g, layer, bottoms, tops): writes the layer's nodes into the
 #: OnnxGraph g, reading ONNX value names `bottoms`; the last node of each top writes `tops[j]`
@@ -24,7 +25,8 @@ NO_FORM = {
 }
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
-PROTOBUF_LIMIT = 2**31 - 2**20  # one serialized message, with room for the graph itself
+PROTOBUF_LIMIT = 2**31 - 2**20  # one serialized message, with room for the graph itself;
+#                                 bigger weights go to an external data file
 
 
 class ExportError(SpecError):
@@ -96,7 +98,7 @@ def to_onnx(net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False):
 
 def export_onnx(net, path, *, opset: int = DEFAULT_OPSET, batch: int | str | None = None):
     """Write the net as ONNX to `path`: checked (onnx.checker with full shape inference), then
-    written whole or not at all. `batch`: an int re-shapes the inputs to that batch first;
+    written whole or not at all (weights past protobuf's 2 GiB in `<path>.data` beside it). `batch`: an int re-shapes the inputs to that batch first;
     "dynamic" makes axis 0 of every input and output symbolic ("N")."""
     onnx = _onnx()
     dynamic = batch == "dynamic"
@@ -112,27 +114,45 @@ def export_onnx(net, path, *, opset: int = DEFAULT_OPSET, batch: int | str | Non
     finally:
         if saved is not None:
             _restore_shapes(net, saved)
+    path = os.fspath(path)
     weight_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
-    if weight_bytes >= PROTOBUF_LIMIT:
-        raise NetspecError(f"the weights take {weight_bytes / 2**30:.1f} GiB: over protobuf's "
-                           f"2 GiB limit for one ONNX file (external weight files are not "
-                           f"supported yet)")
+    try:
+        if weight_bytes >= PROTOBUF_LIMIT:
+            _write_with_external_weights(onnx, model, path)
+        else:
+            _check(onnx, model)
+            write_atomic(path, model.SerializeToString())
+    except OSError as e:
+        raise NetspecError(f"cannot write {path}: {e.strerror or e}") from None
+    return model
+
+
+def _check(onnx, model) -> None:
+    """onnx.checker with full shape inference (a model, or the path of a big one)."""
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise NetspecError(f"the exported model fails onnx.checker: {str(e).splitlines()[0]}") \
             from None
-    path = os.fspath(path)
-    tmp = f"{path}.tmp"
+
+
+def _write_with_external_weights(onnx, model, path: str) -> None:
+    """Past protobuf's 2 GiB the weights go to `<file>.data` beside the model (ONNX's external
+    data); both are written in a temporary folder, checked there, then moved into place."""
+    import shutil
+    import tempfile
+    folder, name = os.path.split(os.path.abspath(path))
+    staging = tempfile.mkdtemp(prefix=".netspec-export-", dir=folder)
     try:
-        with open(tmp, "wb") as f:
-            f.write(model.SerializeToString())
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise NetspecError(f"cannot write {path}: {e.strerror or e}") from None
-    return model
+        staged = os.path.join(staging, name)
+        onnx.save_model(model, staged, save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=f"{name}.data",
+                        size_threshold=1024)
+        _check(onnx, staged)
+        os.replace(f"{staged}.data", os.path.join(folder, f"{name}.data"))
+        os.replace(staged, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def compare_with_onnxruntime(net, model, inputs: dict | None = None, *, seed: int = 0,
@@ -147,10 +167,14 @@ def compare_with_onnxruntime(net, model, inputs: dict | None = None, *, seed: in
     except ImportError:
         raise NetspecError("checking the export needs onnxruntime: pip install "
                            "'netspec[onnx]'") from None
+    import tempfile
+
     import numpy as np
     onnx = _onnx()
+    folder = None  # a file's folder: its external weights are found from there
     if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(os.fspath(model))
+        folder = os.path.dirname(os.path.abspath(model))
+        model = onnx.load(os.fspath(model), load_external_data=False)
     rng = np.random.default_rng(seed)
     if inputs is None:
         inputs = {n: rng.standard_normal(net.blobs[n].shape) for n in net.inputs}
@@ -163,8 +187,14 @@ def compare_with_onnxruntime(net, model, inputs: dict | None = None, *, seed: in
     if every_blob:
         model = _with_outputs(onnx, model, [n for n in net.blobs if n not in names])
         names = [o.name for o in model.graph.output]
-    session = onnxruntime.InferenceSession(model.SerializeToString(),
-                                           providers=["CPUExecutionProvider"])
+    if folder is None:
+        session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                               providers=["CPUExecutionProvider"])
+    else:
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".onnx") as f:
+            f.write(model.SerializeToString())
+            f.flush()
+            session = onnxruntime.InferenceSession(f.name, providers=["CPUExecutionProvider"])
     got = dict(zip(names, session.run(names, inputs)))
     errors = {}
     for name in net.blobs:
