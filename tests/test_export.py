@@ -82,6 +82,18 @@ def test_dynamic_batch_runs_at_another_batch():
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
 
 
+def test_dynamic_batch_marks_only_outputs_computed_from_the_inputs():
+    net = randomize(Net(_net({"x": (2, 3)}, _layer("r", "ReLU", "x") + _layer(
+        "p", "Parameter", [], params="parameter_param { shape { dim: 4 dim: 5 } }")), TEST))
+    model = to_onnx(net, dynamic_batch=True)
+    onnx.checker.check_model(model, full_check=True)
+    dims = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]
+            for o in model.graph.output}
+    assert dims == {"p": [4, 5], "r": ["N", 3]}
+    errors = compare_with_onnxruntime(net, model, {"x": np.ones((3, 3), np.float32)})
+    assert max(errors.values()) <= TOLERANCE
+
+
 # -- one small net per layer type -----------------------------------------------------------------
 def _net(inputs: dict, layers: str) -> str:
     text = "".join(f'layer {{ name: "{n}" type: "Input" top: "{n}" input_param {{ shape {{ '

@@ -86,8 +86,12 @@ def to_onnx(net, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False):
             CONVERTERS[layer.type](g, layer, bottoms, tops)
         except ExportError as e:
             raise net._error(i, e.message, cls=ExportError) from None
+    batched = {i.name for i in inputs}  # values computed from an input carry its batch axis
+    for node in g.nodes:
+        if any(name in batched for name in node.input):
+            batched.update(node.output)
     outputs = [_value_info(helper, FLOAT, final[o], g.shape(final[o]), dynamic_batch,
-                           keep_batch=bool(g.shape(final[o])))
+                           keep_batch=final[o] in batched and bool(g.shape(final[o])))
                for o in net.outputs]
     graph = helper.make_graph(g.nodes, net.name or "net", inputs, outputs, g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
