@@ -282,7 +282,7 @@ def export(
 ):
     """Write a net and its weights as ONNX, with Caffe's names and semantics (ONNX Runtime,
     TensorRT, OpenVINO, OpenCV read it)."""
-    from .export import check_spec, compare_with_onnxruntime, export_onnx
+    from .export import check_spec, compare_with_onnxruntime, export_onnx, set_batch
     from .log import logger
     from .net import Net
     _setup_logging(None)
@@ -309,9 +309,8 @@ def export(
             typer.echo("note: without --weights the check runs the fillers' weights, which "
                        "are often constant zeros; it means most with trained weights")
         if batch is not None:  # the file's batch, or another one for a dynamic batch axis
-            for name in net.inputs:
-                shape = net.blobs[name].shape
-                net.blobs[name].reshape(batch if batch != "dynamic" else shape[0] + 1, *shape[1:])
+            set_batch(net, batch if batch != "dynamic" else
+                      net.blobs[net.inputs[0]].shape[0] + 1)
         errors = compare_with_onnxruntime(net, output, every_blob=True)
         worst = max(errors, key=errors.get)
         typer.echo(f"onnxruntime vs netspec on random inputs, {len(errors)} blobs: largest "

@@ -211,6 +211,6 @@ class _Bucket:
         self.request = None
         offset = 0
         for b in self.blobs:
-            b.diff[...] = self.buffer[offset:offset + b.diff.size].reshape(b.diff.shape)
-            b.diff *= scale
+            np.multiply(self.buffer[offset:offset + b.diff.size].reshape(b.diff.shape), scale,
+                        out=b.diff)
             offset += b.diff.size

@@ -110,7 +110,7 @@ def export_onnx(net, path, *, opset: int = DEFAULT_OPSET, batch: int | str | Non
     if isinstance(batch, int) and not isinstance(batch, bool):
         if batch < 1:
             raise NetspecError(f"--batch must be a positive number or 'dynamic', got {batch}")
-        saved = _set_batch(net, batch)
+        saved = set_batch(net, batch)
     elif batch not in (None, "dynamic"):
         raise NetspecError(f"--batch must be a positive number or 'dynamic', got {batch!r}")
     try:
@@ -224,7 +224,9 @@ def _value_info(helper, elem_type, name, shape, dynamic, keep_batch=True):
     return helper.make_tensor_value_info(name, elem_type, dims)
 
 
-def _set_batch(net, batch: int) -> dict:
+def set_batch(net, batch: int) -> dict:
+    """Give every input of the net batch `batch` and reshape the net; returns the shapes it
+    had, for _restore_shapes."""
     saved = {name: tuple(net.blobs[name].shape) for name in net.inputs}
     for name in net.inputs:
         shape = saved[name]

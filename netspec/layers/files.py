@@ -119,7 +119,10 @@ class HDF5Data(Layer):
             self.row += take
             filled += take
         for name, t in zip(self.names, top):
-            t.data[...] = np.concatenate(pieces[name])[self.offset::self.stride]
+            if self.stride == 1:  # straight into the top, no intermediate batch
+                np.concatenate(pieces[name], out=t.data, casting="unsafe")
+            else:
+                t.data[...] = np.concatenate(pieces[name])[self.offset::self.stride]
 
     def state(self) -> dict:
         return {"order": self.order, "file": self.file_pos, "row": self.row,

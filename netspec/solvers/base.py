@@ -63,6 +63,7 @@ class Solver:
         self.rng = default_rng(seed)
         #: the MPI world when this is one of several data-parallel processes (parallel.py)
         self.world = world
+        self._parallel_started = False  # weights broadcast and buckets planned (once)
         self._own_stream()
         self.net = self._train_net()
         self.test_nets = self._test_nets()
@@ -178,7 +179,7 @@ class Solver:
         start_iter, stop_iter = self.iter, self.iter + iters
         self.losses, self.smoothed_loss = [], 0.0
         last_iter, timer = self.iter, time.perf_counter()
-        if self.world is not None:
+        if self.world is not None and not self._parallel_started:
             self._start_parallel()
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
@@ -229,7 +230,9 @@ class Solver:
         return loss
 
     def _start_parallel(self) -> None:
-        """Every rank starts from rank 0's weights and history (also after a resume)."""
+        """Every rank starts from rank 0's weights and history, once, at the first step
+        (after a resume: every rank read the same snapshot)."""
+        self._parallel_started = True
         world = self.world
         world.plan(self.net)
         world.broadcast([p.blob.data for p in self.net.learnable_params] +
