@@ -37,14 +37,18 @@ def default_threads() -> int:
 def set_threads(n: int | None = None) -> int:
     """Use n threads (default: `default_threads()`) for the kernels and for BLAS. If numpy was
     imported before netspec, OpenBLAS's workers spin and BLAS gets one thread (the kernels
-    keep n): two spinning pools on the same cores are slower than one."""
+    keep n): two spinning pools on the same cores are slower than one. n worker threads take
+    the pieces a layer cuts its work into (kernels/workers.py)."""
     global _configured
     import numba
     from threadpoolctl import threadpool_limits
+    from .kernels.workers import set_workers
     _configured = True
     n = max(1, n or default_threads())
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    threadpool_limits(limits=1 if _blas_spins else n, user_api="blas")
+    blas = 1 if _blas_spins else n
+    threadpool_limits(limits=blas, user_api="blas")
+    set_workers(n, blas)
     return n
 
 

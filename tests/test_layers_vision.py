@@ -76,6 +76,60 @@ def test_convolution_gradients_at_test_phase(extra, shape):
                      phase=1)
 
 
+@pytest.fixture
+def small_pieces(monkeypatch):
+    """Cut even a small batch into pieces of 2 images (the path big batches take)."""
+    from netspec.kernels import workers
+    monkeypatch.setattr(workers, "MIN_COLUMNS", 1)
+    monkeypatch.setattr(workers, "MAX_PIECES", 3)
+
+
+@pytest.mark.parametrize("extra,phase", [("kernel_size: 3 pad: 1", 0),
+                                         ("kernel_size: 3 stride: 2 group: 2", 0),
+                                         ("kernel_size: 1", 0),  # pointwise, pieces of 2 images
+                                         ("kernel_size: 3 pad: 1", 1)])
+def test_convolution_gradients_in_pieces(small_pieces, extra, phase):
+    """A batch of 5 cut into pieces of 2, 2 and 1 images: the weight gradient is the sum of
+    the pieces' terms, and every piece does its own im2col, GEMM and col2im."""
+    layer, _, _ = run(CONV.format(m=4, extra=extra), np.zeros((5, 4, 5, 5)))
+    assert layer.piece == 2
+    assert_gradients(CONV.format(m=4, extra=extra),
+                     np.random.default_rng(0).normal(size=(5, 4, 5, 5)), phase=phase)
+
+
+@pytest.mark.parametrize("phase", [0, 1])
+def test_convolution_gradients_in_chunks_of_pieces(small_pieces, monkeypatch, phase):
+    """A column buffer too small for the batch: chunks of whole pieces, one after another
+    (the second chunk must not reuse columns the first one wrote over)."""
+    from netspec.layers import vision
+    monkeypatch.setattr(vision, "COL_ELEMENTS", 3 * 4 * 9 * 25)
+    layer, _, _ = run(CONV.format(m=4, extra="kernel_size: 3 pad: 1"), np.zeros((5, 4, 5, 5)))
+    assert (layer.chunk, layer.piece) == (2, 2)
+    assert_gradients(CONV.format(m=4, extra="kernel_size: 3 pad: 1"),
+                     np.random.default_rng(0).normal(size=(5, 4, 5, 5)), phase=phase)
+
+
+def test_convolution_pieces_give_the_same_bits_on_any_thread_count(small_pieces):
+    """Pieces are cut by shape, not by threads, and their terms summed in order: training
+    in pieces on one thread or on every core gives bit-identical weights."""
+    import netspec
+    from netspec.kernels import workers
+    x = np.random.default_rng(5).normal(size=(7, 3, 6, 6))
+    results = []
+    for threads in (1, 4):
+        netspec.set_threads(threads)
+        assert (workers._pool is not None) == (threads > 1 and workers._thread_safe_kernels())
+        layer, bottom, top = run(CONV.format(m=5, extra="kernel_size: 3 pad: 1"), x)
+        for _ in range(3):
+            layer.forward(bottom, top)
+            top[0].diff[...] = top[0].data
+            layer.backward(top, [True], bottom)
+        results.append((top[0].data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy()))
+    netspec.set_threads()
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_convolution_shapes_and_errors():
     layer, _, top = run(CONV.format(m=5, extra="kernel_size: 3 stride: 2 pad: 1"),
                         np.zeros((2, 3, 7, 8)))

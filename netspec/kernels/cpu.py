@@ -15,6 +15,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .workers import piece_size, run as run_pieces  # noqa: F401 - the layers' entry points
+
 _jit = njit(parallel=True, cache=True, nogil=True)
 _serial = njit(cache=True, nogil=True)
 

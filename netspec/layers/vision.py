@@ -125,18 +125,23 @@ class Convolution(Layer):
     def plan_columns(self, n: int, channels: int, plane: int, outputs: int,
                      in_place: bool = False) -> None:
         """Buffers for im2col of `channels` input channels over `plane` output positions and a
-        GEMM with `outputs` rows, for `self.chunk` images at a time."""
+        GEMM with `outputs` rows, for `self.chunk` images at a time, cut into pieces of
+        `self.piece` images that the kernels may run at once (each piece's columns one block)."""
         p = self.p
         kh, kw = p.kernel
-        rows = channels * kh * kw
-        self.chunk = max(1, min(n, COL_ELEMENTS // max(1, rows * plane)))
-        self.sizes = (rows * self.chunk * plane, outputs * self.chunk * plane)
+        self.col_rows, self.col_plane = channels * kh * kw, plane
+        self.piece = kernels_for(self.blobs[0].data).piece_size(n, plane)
+        self.chunk = max(1, min(n, COL_ELEMENTS // max(1, self.col_rows * plane)))
+        if self.piece <= self.chunk < n:  # chunks of whole pieces
+            self.chunk -= self.chunk % self.piece
+        self.piece = min(self.piece, self.chunk)
+        self.sizes = (self.col_rows * self.chunk * plane, outputs * self.chunk * plane)
         # TRAIN keeps this layer's columns from forward for backward; TEST (deploy nets, deep
         # ones included) shares one workspace between all convolutions
         self.shared = self.phase == 1
         if not self.shared:
             self.own = [buffer((size,), self.dtype) for size in self.sizes]
-        self.col_images = None  # (start, stop) of the images whose columns col_buf holds
+        self.col_images = None  # (first, last) of the chunk whose columns col_buf holds
         # a 1x1 stride-1 unpadded kernel: one image's columns are the image itself (unless the
         # output overwrites it)
         self.pointwise = (p.kernel == (1, 1) and p.strides == (1, 1) and p.pads == (0, 0)
@@ -155,27 +160,33 @@ class Convolution(Layer):
         return (*p.kernel, *p.strides, *p.pads, *p.dilations, *out_hw)
 
     def chunks(self, n: int):
-        for start in range(0, n, self.chunk):
-            yield start, min(n, start + self.chunk)
+        for first in range(0, n, self.chunk):
+            yield first, min(n, first + self.chunk)
 
-    def columns(self, kernels, images, start, stop, out_hw) -> np.ndarray:
-        """im2col of images[start:stop] in col_buf (skipped when it already holds them), or
-        the image itself for one image and a pointwise kernel (read-only then)."""
+    def block(self, buf: np.ndarray, rows: int, first: int, start: int, stop: int) -> np.ndarray:
+        """The (rows, images * plane) matrix of images [start, stop) in a chunk buffer whose
+        chunk begins at image `first`: each piece's matrix is its own contiguous block."""
+        offset, size = (rows * self.col_plane * (start - first),
+                        rows * self.col_plane * (stop - start))
+        return buf[offset:offset + size].reshape(rows, -1)
+
+    def columns(self, kernels, images, first, start, stop, out_hw, ready=False) -> np.ndarray:
+        """im2col of images[start:stop] in their block of col_buf (skipped when `ready`: the
+        block holds them already), or the image itself for one image and a pointwise kernel
+        (read-only then)."""
         if self.pointwise and stop - start == 1:
             return images[start].reshape(images.shape[1], -1)
-        rows = self.col_buf.size // (self.chunk * out_hw[0] * out_hw[1])
-        col = self.col_buf[:rows * (stop - start) * out_hw[0] * out_hw[1]].reshape(rows, -1)
-        if self.col_images != (start, stop):
+        col = self.block(self.col_buf, self.col_rows, first, start, stop)
+        if not ready:
             kernels.im2col(images[start:stop], *self.geometry(out_hw), col)
-            self.col_images = (start, stop)
         return col
 
-    def gathered(self, kernels, images, start, stop) -> np.ndarray:
+    def gathered(self, kernels, images, first, start, stop) -> np.ndarray:
         """images (N, R, P)[start:stop] as GEMM columns (R, n P): the image itself when there
-        is one, else gathered into gemm_buf."""
+        is one, else gathered into its block of gemm_buf."""
         if stop - start == 1:
             return images[start]
-        cols = self.gemm_buf[:images[start:stop].size].reshape(images.shape[1], -1)
+        cols = self.block(self.gemm_buf, images.shape[1], first, start, stop)
         kernels.images_to_cols(images[start:stop], cols)
         return cols
 
@@ -188,31 +199,39 @@ class Convolution(Layer):
                       out=out[g * og:(g + 1) * og])
 
     @staticmethod
-    def add_grouped_outer(out, a, b, groups):
-        """out (G, i, j) += a_g @ b_g^T, a and b split by rows into groups (a weight gradient)."""
+    def grouped_outer(out, a, b, groups, add=True):
+        """out (G, i, j) += a_g @ b_g^T (or = without `add`), a and b split by rows into
+        groups (a weight gradient)."""
         ag, bg = a.shape[0] // groups, b.shape[0] // groups
         for g in range(groups):
-            out[g] += a[g * ag:(g + 1) * ag] @ b[g * bg:(g + 1) * bg].T
+            if add:
+                out[g] += a[g * ag:(g + 1) * ag] @ b[g * bg:(g + 1) * bg].T
+            else:
+                np.matmul(a[g * ag:(g + 1) * ag], b[g * bg:(g + 1) * bg].T, out=out[g])
 
     def forward(self, bottom, top):
         p = self.p
         x = bottom[0].data
         kernels = kernels_for(x)
-        plane = self.out_hw[0] * self.out_hw[1]
         w = self.blobs[0].data.reshape(p.group, p.num_output // p.group, -1)
         bias = self.blobs[1].data if p.bias_term else absent(self.dtype)
-        y = top[0].data.reshape(x.shape[0], p.num_output, plane)
-        self.col_images = None
-        for start, stop in self.chunks(x.shape[0]):
-            col = self.columns(kernels, x, start, stop, self.out_hw)
+        y = top[0].data.reshape(x.shape[0], p.num_output, self.col_plane)
+
+        def piece(_, start, stop):
+            col = self.columns(kernels, x, first, start, stop, self.out_hw)
             if stop - start == 1:  # one image: the GEMM result is already (M, oh ow)
                 self.grouped_matmul(w, col, y[start], p.group)
                 if p.bias_term:
                     kernels.add_bias(y[start:stop], bias)
             else:
-                out = self.gemm_buf[:p.num_output * col.shape[1]].reshape(p.num_output, -1)
+                out = self.block(self.gemm_buf, p.num_output, first, start, stop)
                 self.grouped_matmul(w, col, out, p.group)
                 kernels.cols_to_images(out, bias, y[start:stop])
+
+        self.col_images = None
+        for first, last in self.chunks(x.shape[0]):
+            kernels.run_pieces(piece, first, last, self.piece)
+            self.col_images = (first, last)
         if self.shared:  # the next convolution writes over the workspace
             self.col_images = None
 
@@ -220,23 +239,35 @@ class Convolution(Layer):
         p = self.p
         x = bottom[0].data
         kernels = kernels_for(x)
-        n, plane = x.shape[0], self.out_hw[0] * self.out_hw[1]
-        dy = top[0].diff.reshape(n, p.num_output, plane)
+        n = x.shape[0]
+        dy = top[0].diff.reshape(n, p.num_output, self.col_plane)
         if p.bias_term:
             kernels.add_channel_sums(dy, self.blobs[1].diff)
         w = self.blobs[0].data.reshape(p.group, p.num_output // p.group, -1)
         dw = self.blobs[0].diff.reshape(w.shape)
-        for start, stop in self.chunks(n):
-            dy_cols = self.gathered(kernels, dy, start, stop)
-            col = self.columns(kernels, x, start, stop, self.out_hw)
-            self.add_grouped_outer(dw, dy_cols, col, p.group)
+
+        def piece(k, start, stop):
+            dy_cols = self.gathered(kernels, dy, first, start, stop)
+            col = self.columns(kernels, x, first, start, stop, self.out_hw, ready)
+            # several pieces: each its own dW term, summed below in piece order
+            self.grouped_outer(dw if terms is None else terms[k], dy_cols, col, p.group,
+                               add=terms is None)
             if propagate_down[0] and self.pointwise and stop - start == 1:  # dx = W^T dY
                 self.grouped_matmul(w, dy_cols, bottom[0].diff[start].reshape(col.shape),
                                     p.group, transpose_a=True)
             elif propagate_down[0]:  # dcol = W^T dY, written over the columns (no longer needed)
                 self.grouped_matmul(w, dy_cols, col, p.group, transpose_a=True)
-                self.col_images = None
                 kernels.col2im(col, *self.geometry(self.out_hw), bottom[0].diff[start:stop])
+
+        for first, last in self.chunks(n):
+            ready = self.col_images == (first, last)
+            count = -(-(last - first) // self.piece)
+            terms = None if count == 1 else workspace(
+                "weight terms", count * dw.size, self.dtype).reshape(count, *dw.shape)
+            kernels.run_pieces(piece, first, last, self.piece)
+            self.col_images = None  # columns recomputed or overwritten: the next chunk's are not
+            for k in range(0 if terms is None else count):
+                dw += terms[k]
 
 
 @register_layer("Deconvolution")
@@ -275,7 +306,7 @@ class Deconvolution(Convolution):
         xs = x.reshape(n, c, plane)
         rows = p.num_output * p.kernel[0] * p.kernel[1]
         for start, stop in self.chunks(n):
-            x_cols = self.gathered(kernels, xs, start, stop)
+            x_cols = self.gathered(kernels, xs, start, start, stop)
             col = self.col_buf[:rows * x_cols.shape[1]].reshape(rows, -1)
             self.grouped_matmul(w, x_cols, col, p.group, transpose_a=True)
             kernels.col2im(col, *self.geometry(self.in_hw), top[0].data[start:stop])
@@ -297,10 +328,9 @@ class Deconvolution(Convolution):
         dx = bottom[0].diff.reshape(n, c, plane)
         self.col_images = None
         for start, stop in self.chunks(n):
-            dcol = self.columns(kernels, dy, start, stop, self.in_hw)
-            self.col_images = None
-            x_cols = self.gathered(kernels, xs, start, stop)
-            self.add_grouped_outer(dw, x_cols, dcol, p.group)
+            dcol = self.columns(kernels, dy, start, start, stop, self.in_hw)
+            x_cols = self.gathered(kernels, xs, start, start, stop)
+            self.grouped_outer(dw, x_cols, dcol, p.group)
             if propagate_down[0]:
                 if stop - start == 1:
                     self.grouped_matmul(w, dcol, dx[start], p.group)
