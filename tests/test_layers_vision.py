@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_gradients, distinct, make_layer, run
+from netspec.blob import Blob
 
 CONV = ('type: "Convolution" convolution_param {{ num_output: {m} {extra} '
         'weight_filler {{ type: "gaussian" }} bias_filler {{ type: "gaussian" }} }}')
@@ -127,6 +128,70 @@ def test_convolution_pieces_give_the_same_bits_on_any_thread_count(small_pieces)
         results.append((top[0].data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy()))
     netspec.set_threads()
     for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture
+def direct_everywhere(monkeypatch):
+    """Let the direct kernels take every pass their tiles fit (not only the fast ones)."""
+    from netspec.layers import vision
+    monkeypatch.setattr(vision, "DIRECT_MIN_RUN", 0)
+    monkeypatch.setattr(vision, "DIRECT_MAX_WASTE", float("inf"))
+    monkeypatch.setattr(vision, "DIRECT_MIN_PLANE", 0)
+
+
+DIRECT_CASES = [  # (m, extra, shape, which passes run direct: forward, input grad, weight grad)
+    (4, "kernel_size: 3 pad: 1", (2, 3, 6, 7), (True, True, True)),  # edge tiles overlap
+    (7, "kernel_size: 5 pad: 2", (2, 3, 5, 9), (True, True, True)),
+    (14, "kernel_size: 3 pad: 1", (1, 3, 5, 6), (True, True, True)),  # two tasks of dW tiles
+    (4, "kernel_size: 3 stride: 2 pad: 1", (2, 3, 9, 9), (True, False, False)),
+    (5, "kernel_h: 2 kernel_w: 3 pad_h: 1 pad_w: 0", (2, 4, 5, 7), (True, True, True)),
+    (6, "kernel_size: 3 group: 2 pad: 1", (2, 6, 5, 6), (True, True, True)),
+    (4, "kernel_size: 3 dilation: 2", (1, 3, 9, 9), (False, False, False)),
+    (2, "kernel_size: 3", (1, 3, 6, 6), (False, True, False)),  # 2 filters: no tile of 3
+]
+
+
+@pytest.mark.parametrize("phase", [0, 1])
+@pytest.mark.parametrize("m,extra,shape,passes", DIRECT_CASES)
+def test_convolution_gradients_direct(direct_everywhere, m, extra, shape, passes, phase):
+    """The direct kernels (no im2col): forward, input and weight gradients against numeric
+    differentiation, with the passes they do not fit left to im2col + GEMM."""
+    layer, _, _ = run(CONV.format(m=m, extra=extra), np.zeros(shape), phase=phase)
+    if phase == 0:  # training computes columns once for both passes or for neither
+        passes = (passes[0] and passes[2], *passes[1:])
+    assert (layer.direct_forward, layer.direct_input_grad, layer.direct_weight_grad) == passes
+    assert_gradients(CONV.format(m=m, extra=extra),
+                     np.random.default_rng(0).normal(size=shape), phase=phase)
+
+
+@pytest.mark.parametrize("m,extra,shape,passes", DIRECT_CASES[:5])
+def test_convolution_direct_matches_columns(direct_everywhere, monkeypatch, m, extra, shape,
+                                            passes):
+    """float32 as trained: the direct kernels agree with im2col + GEMM, weight gradients add
+    to what the diff held (iter_size accumulates), and the bits do not depend on threads."""
+    import netspec
+    from netspec.layers import vision
+    x = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    results = {}
+    for path, threads in (("columns", 2), ("direct", 1), ("direct", 2)):
+        monkeypatch.setattr(vision, "DIRECT", path == "direct")
+        netspec.set_threads(threads)
+        spec = make_layer(CONV.format(m=m, extra=extra)).spec
+        layer = vision.Convolution(spec, 0, np.float32, np.random.default_rng(0))
+        bottom, top = [Blob(shape, np.float32)], [Blob((), np.float32)]
+        bottom[0].data[...] = x
+        layer.setup(bottom, top)
+        layer.forward(bottom, top)
+        top[0].diff[...] = np.random.default_rng(4).normal(size=top[0].shape)
+        layer.blobs[0].diff[...] = 1
+        layer.backward(top, [True], bottom)
+        results[path, threads] = (top[0].data.copy(), bottom[0].diff.copy(),
+                                  layer.blobs[0].diff.copy())
+    netspec.set_threads()
+    for a, b in zip(results["columns", 2], results["direct", 1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    for a, b in zip(results["direct", 1], results["direct", 2]):
         np.testing.assert_array_equal(a, b)
 
 

@@ -70,6 +70,15 @@ class ConvolutionView(ParamView):
 #: the largest im2col buffer a convolution keeps (elements); bigger batches run in chunks
 COL_ELEMENTS = 1 << 25
 
+#: the direct kernels (kernels/direct.py) run a pass when its shape suits them: a run of at
+#: least DIRECT_MIN_RUN inputs per filter row (fewer: im2col + GEMM is faster), and for the
+#: input gradient at most DIRECT_MAX_WASTE times the useful work (zeros it multiplies), for
+#: the weight gradient at least DIRECT_MIN_PLANE output positions per image (its dot products)
+DIRECT = True
+DIRECT_MIN_RUN = 32
+DIRECT_MAX_WASTE = 1.3
+DIRECT_MIN_PLANE = 128
+
 
 @register_layer("Convolution")
 class Convolution(Layer):
@@ -82,6 +91,7 @@ class Convolution(Layer):
     param_field = "convolution_param"
     Params = ConvolutionView
     summary = "2-D convolution (im2col + GEMM): num_output, kernel/stride/pad/dilation, group"
+    direct_forward = direct_input_grad = direct_weight_grad = False
 
     def layer_setup(self, bottom, top):
         p = self.p
@@ -119,7 +129,28 @@ class Convolution(Layer):
                 field="kernel_size")
         self.out_hw = (oh, ow)
         top[0].reshape(n, p.num_output, oh, ow)
+        self.plan_direct(c, h, w, in_place=top[0] is bottom[0])
         self.plan_columns(n, c, oh * ow, p.num_output, in_place=top[0] is bottom[0])
+
+    def plan_direct(self, channels: int, height: int, width: int, in_place: bool) -> None:
+        """Which passes run the direct kernels instead of im2col + GEMM (see DIRECT_*): the
+        kernels tile 3 filters x 4 positions and read contiguous filter rows (no dilation);
+        the gradients are stride-1 correlations, the input gradient over dY padded to a "full"
+        correlation (work in proportion to the input's area, not the output's)."""
+        p = self.p
+        kh, kw = p.kernel
+        (oh, ow), (ph, pw) = self.out_hw, p.pads
+        mg, cg = p.num_output // p.group, channels // p.group
+        plain = DIRECT and p.dilations == (1, 1) and kh * kw > 1 and not in_place
+        stride1 = p.strides == (1, 1) and ph < kh and pw < kw
+        self.direct_forward = plain and mg >= 3 and ow >= 4 and kw * cg >= DIRECT_MIN_RUN
+        self.direct_input_grad = (plain and stride1 and cg >= 3 and width >= 4
+                                  and kw * mg >= DIRECT_MIN_RUN
+                                  and height * width <= DIRECT_MAX_WASTE * oh * ow)
+        self.direct_weight_grad = (plain and stride1 and mg >= 3 and kh * kw >= 4
+                                   and oh * ow >= DIRECT_MIN_PLANE)
+        if self.phase == 0 and not self.direct_weight_grad:
+            self.direct_forward = False  # im2col once, for the forward GEMM and for dW
 
     # -- the column machinery, shared with Deconvolution (which runs it the other way) ----------
     def plan_columns(self, n: int, channels: int, plane: int, outputs: int,
@@ -137,8 +168,8 @@ class Convolution(Layer):
         self.piece = min(self.piece, self.chunk)
         self.sizes = (self.col_rows * self.chunk * plane, outputs * self.chunk * plane)
         # TRAIN keeps this layer's columns from forward for backward; TEST (deploy nets, deep
-        # ones included) shares one workspace between all convolutions
-        self.shared = self.phase == 1
+        # ones included) shares one workspace between all convolutions, as does a direct forward
+        self.shared = self.phase == 1 or self.direct_forward
         if not self.shared:
             self.own = [buffer((size,), self.dtype) for size in self.sizes]
         self.col_images = None  # (first, last) of the chunk whose columns col_buf holds
@@ -209,10 +240,38 @@ class Convolution(Layer):
             else:
                 np.matmul(a[g * ag:(g + 1) * ag], b[g * bg:(g + 1) * bg].T, out=out[g])
 
+    def direct_rows(self, kernels, images, pads):
+        """images (N, C, H, W) padded in the rows layout of the direct kernels."""
+        n, c, h, w = images.shape
+        g = self.p.group
+        shape = (n, g, h + 2 * pads[0], (w + 2 * pads[1]) * (c // g))
+        rows = workspace("direct rows", math.prod(shape), self.dtype).reshape(shape)
+        kernels.to_rows(images, g, *pads, rows)
+        return rows
+
+    def direct_filters(self, flip: bool):
+        """The filters as the rows layout's (G, M/G, KH, KW C/G), or for the input gradient
+        flipped and transposed: (G, C/G, KH, KW M/G)."""
+        p = self.p
+        w = self.blobs[0].data
+        m, cg, kh, kw = w.shape
+        w = w.reshape(p.group, m // p.group, cg, kh, kw)
+        w = w[:, :, :, ::-1, ::-1].transpose(0, 2, 3, 4, 1) if flip else w.transpose(0, 1, 3, 4, 2)
+        out = workspace("direct filters", w.size, self.dtype).reshape(w.shape)
+        np.copyto(out, w)
+        return out.reshape(*w.shape[:3], -1)
+
     def forward(self, bottom, top):
         p = self.p
         x = bottom[0].data
         kernels = kernels_for(x)
+        if self.direct_forward:
+            bias = self.blobs[1].data if p.bias_term else absent(self.dtype)
+            kernels.conv_rows(self.direct_rows(kernels, x, p.pads), self.direct_filters(False),
+                              bias, x.shape[1] // p.group, *p.strides, self.dtype.type(0),
+                              top[0].data)
+            self.col_images = None
+            return
         w = self.blobs[0].data.reshape(p.group, p.num_output // p.group, -1)
         bias = self.blobs[1].data if p.bias_term else absent(self.dtype)
         y = top[0].data.reshape(x.shape[0], p.num_output, self.col_plane)
@@ -243,26 +302,56 @@ class Convolution(Layer):
         dy = top[0].diff.reshape(n, p.num_output, self.col_plane)
         if p.bias_term:
             kernels.add_channel_sums(dy, self.blobs[1].diff)
+        if self.direct_weight_grad:
+            self.direct_weight_gradient(kernels, x, top[0].diff)
+        if propagate_down[0] and self.direct_input_grad:
+            rows = self.direct_rows(kernels, top[0].diff,
+                                    (p.kernel[0] - 1 - p.pads[0], p.kernel[1] - 1 - p.pads[1]))
+            kernels.conv_rows(rows, self.direct_filters(True), absent(self.dtype),
+                              p.num_output // p.group, 1, 1, self.dtype.type(0), bottom[0].diff)
+        need_w = not self.direct_weight_grad
+        need_x = propagate_down[0] and not self.direct_input_grad
+        if need_w or need_x:
+            self.backward_columns(kernels, x, dy, bottom[0].diff, need_w, need_x)
+
+    def direct_weight_gradient(self, kernels, x, dy):
+        """dW += dY (x) x by the direct kernel: x as padded planes, dY rows padded to their width."""
+        p = self.p
+        n, c, h, w = x.shape
+        kh, kw = p.kernel
+        hp, wp = h + 2 * p.pads[0], w + 2 * p.pads[1]
+        planes = workspace("direct planes", n * c * (hp * wp + kw), self.dtype).reshape(n, c, -1)
+        kernels.to_planes(x, *p.pads, planes)
+        dy_rows = workspace("direct dy", n * p.num_output * self.out_hw[0] * wp,
+                            self.dtype).reshape(n, p.num_output, -1)
+        kernels.to_padded_rows(dy, wp, dy_rows)
+        kernels.add_weight_grad(planes, dy_rows, p.group, kh, kw, wp, self.dtype.type(0),
+                                self.blobs[0].diff)
+
+    def backward_columns(self, kernels, x, dy, dx, need_w: bool, need_x: bool) -> None:
+        """The gradients by im2col + GEMM, in pieces: dW += dY col^T (need_w) and
+        dx = col2im(W^T dY) (need_x)."""
+        p = self.p
         w = self.blobs[0].data.reshape(p.group, p.num_output // p.group, -1)
         dw = self.blobs[0].diff.reshape(w.shape)
 
         def piece(k, start, stop):
             dy_cols = self.gathered(kernels, dy, first, start, stop)
-            col = self.columns(kernels, x, first, start, stop, self.out_hw, ready)
-            # several pieces: each its own dW term, summed below in piece order
-            self.grouped_outer(dw if terms is None else terms[k], dy_cols, col, p.group,
-                               add=terms is None)
-            if propagate_down[0] and self.pointwise and stop - start == 1:  # dx = W^T dY
-                self.grouped_matmul(w, dy_cols, bottom[0].diff[start].reshape(col.shape),
-                                    p.group, transpose_a=True)
-            elif propagate_down[0]:  # dcol = W^T dY, written over the columns (no longer needed)
+            col = self.columns(kernels, x, first, start, stop, self.out_hw, ready or not need_w)
+            if need_w:  # several pieces: each its own dW term, summed below in piece order
+                self.grouped_outer(dw if terms is None else terms[k], dy_cols, col, p.group,
+                                   add=terms is None)
+            if need_x and self.pointwise and stop - start == 1:  # dx = W^T dY
+                self.grouped_matmul(w, dy_cols, dx[start].reshape(col.shape), p.group,
+                                    transpose_a=True)
+            elif need_x:  # dcol = W^T dY, written over the columns (no longer needed)
                 self.grouped_matmul(w, dy_cols, col, p.group, transpose_a=True)
-                kernels.col2im(col, *self.geometry(self.out_hw), bottom[0].diff[start:stop])
+                kernels.col2im(col, *self.geometry(self.out_hw), dx[start:stop])
 
-        for first, last in self.chunks(n):
+        for first, last in self.chunks(x.shape[0]):
             ready = self.col_images == (first, last)
             count = -(-(last - first) // self.piece)
-            terms = None if count == 1 else workspace(
+            terms = None if count == 1 or not need_w else workspace(
                 "weight terms", count * dw.size, self.dtype).reshape(count, *dw.shape)
             kernels.run_pieces(piece, first, last, self.piece)
             self.col_images = None  # columns recomputed or overwritten: the next chunk's are not

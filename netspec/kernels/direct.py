@@ -1,0 +1,188 @@
+"""Direct convolution kernels: no im2col, no GEMM; register-blocked dot products that LLVM
+vectorises.
+
+Why: im2col writes kh*kw copies of the input (25x for a 5x5 kernel) that the GEMM then packs
+again; for the small-channel layers of LeNet and cifar10_quick those memory moves cost as much
+as the arithmetic. Here each output tile of 3 filters x 4 positions is 12 scalar sums over one
+contiguous run of the input, which numba compiles to 12 vector accumulators (~25 GFLOP/s a core
+on AVX2, as much as OpenBLAS reaches on these shapes) reading the input where it lies.
+
+Two layouts make the runs contiguous:
+- rows (N, G, Hp, Wp * Cg): padded images, channels last within a group. A filter row (kw, c)
+  against an input row is one run of kw * Cg: the forward pass, and the input gradient, which is
+  a forward pass of the padded dY with the filters flipped and transposed (stride 1).
+- planes (N, C, Hp * Wp + KW): padded images, each plane flat. The weight gradient of tap
+  (i, j) is a dot product of dY (rows padded to Wp with zeros) with the plane shifted by
+  i * Wp + j: one run of OH * Wp per image (Wp - OW of each Wp multiply zeros; a copy per
+  kernel column without them moved more memory than the zeros cost).
+
+Each output element is one iteration's sum in a fixed order: results are the same on any number
+of threads. Tiles at the edges overlap the previous tile and store only what it did not."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# reassociation lets LLVM vectorise the sums (their order is still fixed at compile time);
+# no fast-math assumptions about NaN or infinity, which must propagate
+_jit = njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
+
+#: tile of the forward and weight-gradient kernels: filters x positions (or taps)
+TILE_FILTERS, TILE_POSITIONS = 3, 4
+#: tiles of filters one weight-gradient task sums (its input's copies read from memory once)
+BLOCKS_PER_TASK = 4
+
+
+@_jit
+def to_rows(x, groups, ph, pw, out):
+    """x (N, C, H, W) -> out (N, G, H + 2 ph, (W + 2 pw) * C/G): padded, channels last."""
+    n, c, h, w = x.shape
+    cg = c // groups
+    for t in prange(n * groups):
+        b, g = t // groups, t % groups
+        out[b, g] = 0
+        for ch in range(cg):
+            src = x[b, g * cg + ch]
+            for i in range(h):
+                dst = out[b, g, i + ph]
+                for j in range(w):
+                    dst[(j + pw) * cg + ch] = src[i, j]
+
+
+@_jit
+def conv_rows(xr, w, bias, channels, sh, sw, zero, y):
+    """y (N, M, OH, OW) = bias + correlation of xr (N, G, Hp, Wp * channels), rows layout,
+    with w (G, M/G, KH, KW * channels). Needs M/G >= 3 and OW >= 4."""
+    n, groups = xr.shape[0], xr.shape[1]
+    mg, kh, run = w.shape[1], w.shape[2], w.shape[3]
+    oh, ow = y.shape[2], y.shape[3]
+    step = sw * channels
+    has_bias = bias.shape[0] > 0
+    for t in prange(n * groups * oh):
+        b, g, r = t // (groups * oh), (t // oh) % groups, t % oh
+        for mb in range(0, mg, 3):
+            m0 = min(mb, mg - 3)
+            for pb in range(0, ow, 4):
+                p0 = min(pb, ow - 4)
+                s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+                s20 = s21 = s22 = s23 = zero
+                for i in range(kh):
+                    row = xr[b, g, r * sh + i]
+                    w0, w1, w2 = w[g, m0, i], w[g, m0 + 1, i], w[g, m0 + 2, i]
+                    o = p0 * step
+                    a0, a1 = row[o:o + run], row[o + step:o + step + run]
+                    a2, a3 = row[o + 2 * step:o + 2 * step + run], row[o + 3 * step:o + 3 * step + run]
+                    for k in range(run):
+                        u0, u1, u2 = w0[k], w1[k], w2[k]
+                        v0, v1, v2, v3 = a0[k], a1[k], a2[k], a3[k]
+                        s00 += u0 * v0
+                        s01 += u0 * v1
+                        s02 += u0 * v2
+                        s03 += u0 * v3
+                        s10 += u1 * v0
+                        s11 += u1 * v1
+                        s12 += u1 * v2
+                        s13 += u1 * v3
+                        s20 += u2 * v0
+                        s21 += u2 * v1
+                        s22 += u2 * v2
+                        s23 += u2 * v3
+                sums = ((s00, s01, s02, s03), (s10, s11, s12, s13), (s20, s21, s22, s23))
+                for dm in range(3):
+                    if m0 + dm < mb:
+                        continue  # the previous tile stored this filter
+                    m = g * mg + m0 + dm
+                    add = bias[m] if has_bias else zero
+                    out = y[b, m, r]
+                    for dp in range(4):
+                        if p0 + dp >= pb:
+                            out[p0 + dp] = sums[dm][dp] + add
+
+
+@_jit
+def to_planes(x, ph, pw, out):
+    """x (N, C, H, W) -> out (N, C, (H + 2 ph) * (W + 2 pw) + tail): padded planes, flat,
+    zeros after (the weight gradient's shifted runs read up to KW - 1 past the last row)."""
+    n, c, h, w = x.shape
+    wp = w + 2 * pw
+    for t in prange(n * c):
+        b, ch = t // c, t % c
+        out[b, ch] = 0
+        for i in range(h):
+            base = (i + ph) * wp + pw
+            for j in range(w):
+                out[b, ch, base + j] = x[b, ch, i, j]
+
+
+@_jit
+def to_padded_rows(dy, wp, out):
+    """dy (N, M, OH, OW) -> out (N, M, OH * wp): each row followed by wp - OW zeros."""
+    n, m, oh, ow = dy.shape
+    for t in prange(n * m):
+        b, k = t // m, t % m
+        for r in range(oh):
+            for j in range(ow):
+                out[b, k, r * wp + j] = dy[b, k, r, j]
+            for j in range(ow, wp):
+                out[b, k, r * wp + j] = 0
+
+
+@_jit
+def add_weight_grad(xp, dy, groups, kh, kw, wp, zero, dw):
+    """dw (M, C/G, KH, KW) += sum over images and positions q of dy[m, q] * xp[c, q + i wp + j]
+    (xp from to_planes, dy from to_padded_rows). Needs M/G >= 3 and KH * KW >= 4."""
+    n, m, q_len = dy.shape
+    c = xp.shape[1]
+    mg, cg = m // groups, c // groups
+    taps = kh * kw
+    blocks = (mg + 2) // 3
+    # a task: one channel and up to BLOCKS_PER_TASK tiles of 3 filters; one image's plane
+    # stays in cache for all of them
+    chunks = (blocks + BLOCKS_PER_TASK - 1) // BLOCKS_PER_TASK
+    for t in prange(groups * cg * chunks):
+        g, ch, first = t // (cg * chunks), (t // chunks) % cg, (t % chunks) * BLOCKS_PER_TASK
+        last = min(blocks, first + BLOCKS_PER_TASK)
+        acc = np.zeros((3 * (last - first), taps), dw.dtype)
+        for b in range(n):
+            plane = xp[b, g * cg + ch]
+            for k in range(first, last):
+                m0 = g * mg + min(3 * k, mg - 3)
+                d0, d1, d2 = dy[b, m0], dy[b, m0 + 1], dy[b, m0 + 2]
+                for tb in range(0, taps, 4):
+                    t0 = min(tb, taps - 4)
+                    o0 = (t0 // kw) * wp + t0 % kw
+                    o1 = ((t0 + 1) // kw) * wp + (t0 + 1) % kw
+                    o2 = ((t0 + 2) // kw) * wp + (t0 + 2) % kw
+                    o3 = ((t0 + 3) // kw) * wp + (t0 + 3) % kw
+                    a0, a1 = plane[o0:o0 + q_len], plane[o1:o1 + q_len]
+                    a2, a3 = plane[o2:o2 + q_len], plane[o3:o3 + q_len]
+                    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+                    s20 = s21 = s22 = s23 = zero
+                    for q in range(q_len):
+                        u0, u1, u2 = d0[q], d1[q], d2[q]
+                        v0, v1, v2, v3 = a0[q], a1[q], a2[q], a3[q]
+                        s00 += u0 * v0
+                        s01 += u0 * v1
+                        s02 += u0 * v2
+                        s03 += u0 * v3
+                        s10 += u1 * v0
+                        s11 += u1 * v1
+                        s12 += u1 * v2
+                        s13 += u1 * v3
+                        s20 += u2 * v0
+                        s21 += u2 * v1
+                        s22 += u2 * v2
+                        s23 += u2 * v3
+                    sums = ((s00, s01, s02, s03), (s10, s11, s12, s13), (s20, s21, s22, s23))
+                    row = 3 * (k - first)
+                    for dm in range(3):
+                        for dt in range(4):
+                            if t0 + dt >= tb:  # the previous tile summed the taps before tb
+                                acc[row + dm, t0 + dt] += sums[dm][dt]
+        for k in range(first, last):
+            m0 = min(3 * k, mg - 3)
+            for dm in range(3):
+                if m0 + dm < 3 * k:
+                    continue  # the previous tile's filter
+                for tap in range(taps):
+                    dw[g * mg + m0 + dm, ch, tap // kw, tap % kw] += acc[3 * (k - first) + dm, tap]
