@@ -73,9 +73,12 @@ COL_ELEMENTS = 1 << 25
 #: the direct kernels (kernels/direct.py) run a pass when its shape suits them: a run of at
 #: least DIRECT_MIN_RUN inputs per filter row (fewer: im2col + GEMM is faster), and for the
 #: input gradient at most DIRECT_MAX_WASTE times the useful work (zeros it multiplies), for
-#: the weight gradient at least DIRECT_MIN_PLANE output positions per image (its dot products)
+#: the weight gradient at least DIRECT_MIN_PLANE output positions per image (its dot products);
+#: and at most DIRECT_MAX_FILTERS filters per group (with more, BLAS's GEMM amortises im2col and
+#: wins: ResNet-50's 14x14 and 7x7 stages, CaffeNet's conv3-5)
 DIRECT = True
 DIRECT_MIN_RUN = 32
+DIRECT_MAX_FILTERS = 64
 DIRECT_MAX_WASTE = 1.3
 DIRECT_MIN_PLANE = 128
 
@@ -143,12 +146,13 @@ class Convolution(Layer):
         mg, cg = p.num_output // p.group, channels // p.group
         plain = DIRECT and p.dilations == (1, 1) and kh * kw > 1 and not in_place
         stride1 = p.strides == (1, 1) and ph < kh and pw < kw
-        self.direct_forward = plain and mg >= 3 and ow >= 4 and kw * cg >= DIRECT_MIN_RUN
-        self.direct_input_grad = (plain and stride1 and cg >= 3 and width >= 4
-                                  and kw * mg >= DIRECT_MIN_RUN
+        self.direct_forward = (plain and 3 <= mg <= DIRECT_MAX_FILTERS and ow >= 4
+                               and kw * cg >= DIRECT_MIN_RUN)
+        self.direct_input_grad = (plain and stride1 and 3 <= cg <= DIRECT_MAX_FILTERS
+                                  and width >= 4 and kw * mg >= DIRECT_MIN_RUN
                                   and height * width <= DIRECT_MAX_WASTE * oh * ow)
-        self.direct_weight_grad = (plain and stride1 and mg >= 3 and kh * kw >= 4
-                                   and oh * ow >= DIRECT_MIN_PLANE)
+        self.direct_weight_grad = (plain and stride1 and 3 <= mg <= DIRECT_MAX_FILTERS
+                                   and kh * kw >= 4 and oh * ow >= DIRECT_MIN_PLANE)
         if self.phase == 0 and not self.direct_weight_grad:
             self.direct_forward = False  # im2col once, for the forward GEMM and for dW
 
