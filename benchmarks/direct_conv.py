@@ -1,11 +1,12 @@
-"""Direct convolution in numba (oneDNN's approach: no im2col; output rows of a block of filters
-kept in fast memory) against netspec's im2col + GEMM, on cifar10_quick's and LeNet's layers,
-forward only.
+"""netspec's direct convolution kernels (kernels/direct.py) against its im2col + GEMM path, pass
+by pass, on the convolutions of cifar10_quick, LeNet, CaffeNet and ResNet-50.
 
     python benchmarks/direct_conv.py [--threads N]
 
-The question from issue #9: for small 5x5 layers, is a direct convolution faster than im2col +
-BLAS? Prints milliseconds per forward for both and checks they agree."""
+Prints milliseconds per forward and per backward (both gradients) of a training layer for
+both paths (best of three) and checks they agree; "passes" names those the layer runs direct
+(f forward, x input gradient, w weight gradient; '-' for im2col + GEMM). The thresholds in
+layers/vision.py (DIRECT_*) come from figures like these."""
 from __future__ import annotations
 
 import argparse
@@ -13,87 +14,79 @@ import time
 
 import netspec  # noqa: F401  (before numpy: thread settings)
 import numpy as np
-from numba import njit, prange
 
-from netspec.kernels import cpu
+from netspec.blob import Blob
+from netspec.layers import vision
+from netspec.proto import netspec_pb2 as pb
+from netspec.spec import parse_text
 
-BLOCK = 8  # output channels accumulated together (one input row read serves eight filters)
-
-
-@njit(parallel=True, cache=True)
-def direct_conv(x, w, pad, y):
-    """y (N, M, oh, ow) = sum over c, i, j of w[m, c, i, j] * padded x[n, c, r + i, q + j]
-    (stride 1). Parallel over (image, output row); each output row of a block of BLOCK
-    filters is accumulated in a small local array (registers / L1), the inner loop runs along
-    the row, so it vectorises."""
-    n, c, h, wd = x.shape
-    m, _, kh, kw = w.shape
-    oh, ow = y.shape[2], y.shape[3]
-    for t in prange(n * oh):
-        b = t // oh
-        r = t % oh
-        acc = np.empty((BLOCK, ow), dtype=y.dtype)
-        for m0 in range(0, m, BLOCK):
-            m1 = min(m0 + BLOCK, m)
-            acc[:] = 0
-            for ch in range(c):
-                for i in range(kh):
-                    hy = r + i - pad
-                    if hy < 0 or hy >= h:
-                        continue
-                    line = x[b, ch, hy]
-                    for j in range(kw):
-                        lo = max(0, pad - j)
-                        hi = min(ow, wd + pad - j)
-                        for k in range(m1 - m0):
-                            wv = w[m0 + k, ch, i, j]
-                            for q in range(lo, hi):
-                                acc[k, q] += wv * line[q + j - pad]
-            for k in range(m1 - m0):
-                for q in range(ow):
-                    y[b, m0 + k, r, q] = acc[k, q]
+#: name, input shape, filters, kernel, pad, stride
+LAYERS = [
+    ("cifar10_quick conv1", (100, 3, 32, 32), 32, 5, 2, 1),
+    ("cifar10_quick conv2", (100, 32, 16, 16), 32, 5, 2, 1),
+    ("cifar10_quick conv3", (100, 32, 8, 8), 64, 5, 2, 1),
+    ("LeNet conv2", (64, 20, 12, 12), 50, 5, 0, 1),
+    ("ResNet-50 res2 3x3, batch 1", (1, 64, 56, 56), 64, 3, 1, 1),
+    ("ResNet-50 res4 3x3, batch 1", (1, 256, 14, 14), 256, 3, 1, 1),
+    ("CaffeNet conv3, batch 1", (1, 256, 13, 13), 384, 3, 1, 1),
+]
 
 
-def im2col_gemm(x, w, pad, y, col):
-    n, c, h, wd = x.shape
-    m, _, kh, kw = w.shape
-    oh, ow = y.shape[2], y.shape[3]
-    cpu.im2col(x, kh, kw, 1, 1, pad, pad, 1, 1, oh, ow, col)
-    out = np.empty((m, n * oh * ow), x.dtype)
-    np.matmul(w.reshape(m, -1), col, out=out)
-    cpu.cols_to_images(out, np.zeros(0, x.dtype), y.reshape(n, m, -1))
+def layer_for(shape, filters, kernel, pad, stride, direct):
+    vision.DIRECT = direct
+    spec = parse_text(f'name: "c" type: "Convolution" convolution_param {{ num_output: {filters} '
+                      f'kernel_size: {kernel} pad: {pad} stride: {stride} '
+                      f'weight_filler {{ type: "gaussian" std: 0.1 }} }}', pb.LayerParameter())
+    layer = vision.Convolution(spec, 0, np.float32, np.random.default_rng(0))
+    bottom, top = [Blob(shape, np.float32)], [Blob((), np.float32)]
+    bottom[0].data[...] = np.random.default_rng(1).standard_normal(shape)
+    layer.setup(bottom, top)
+    vision.DIRECT = True
+    return layer, bottom, top
 
 
-def timed(f, seconds=2.0):
-    f()
-    start, runs = time.perf_counter(), 0
-    while runs < 3 or time.perf_counter() - start < seconds:
-        f()
-        runs += 1
-    return (time.perf_counter() - start) / runs * 1000
+def best_ms(fn, seconds=0.3):
+    fn()
+    times = []
+    for _ in range(3):
+        start, runs = time.perf_counter(), 0
+        while runs < 2 or time.perf_counter() - start < seconds / 3:
+            fn()
+            runs += 1
+        times.append((time.perf_counter() - start) / runs * 1e3)
+    return min(times)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
-    threads = netspec.set_threads(args.threads)
-    rng = np.random.default_rng(0)
-    layers = {"cifar10_quick conv1 (100, 3, 32, 32) -> 32": (100, 3, 32, 32, 5, 2),
-              "cifar10_quick conv2 (100, 32, 16, 16) -> 32": (100, 32, 16, 32, 5, 2),
-              "cifar10_quick conv3 (100, 32, 8, 8) -> 64": (100, 32, 8, 64, 5, 2),
-              "LeNet conv2 (64, 20, 12, 12) -> 50": (64, 20, 12, 50, 5, 0)}
-    print(f"forward ms, {threads} threads")
-    for name, (n, c, size, m, k, pad) in layers.items():
-        x = rng.standard_normal((n, c, size, size)).astype(np.float32)
-        w = rng.standard_normal((m, c, k, k)).astype(np.float32)
-        o = size + 2 * pad - k + 1
-        y1, y2 = np.empty((n, m, o, o), np.float32), np.empty((n, m, o, o), np.float32)
-        col = np.empty((c * k * k, n * o * o), np.float32)
-        a = timed(lambda: im2col_gemm(x, w, pad, y1, col))
-        b = timed(lambda: direct_conv(x, w, pad, y2))
-        assert np.allclose(y1, y2, rtol=1e-3, atol=1e-3)
-        print(f"  {name:<46} im2col+GEMM {a:8.2f}   direct {b:8.2f}   direct/im2col {b / a:.2f}")
+    netspec.set_threads(args.threads)
+    print(f"{'layer':30s} {'passes':>6s} {'fwd direct':>10s} {'columns':>8s} "
+          f"{'bwd direct':>10s} {'columns':>8s}")
+    for name, shape, filters, kernel, pad, stride in LAYERS:
+        results = {}
+        for direct in (True, False):
+            layer, bottom, top = layer_for(shape, filters, kernel, pad, stride, direct)
+            top[0].diff[...] = np.random.default_rng(2).standard_normal(top[0].shape)
+            def forward():
+                layer.forward(bottom, top)
+
+            def backward():
+                layer.backward(top, [True], bottom)
+            fwd, bwd = best_ms(forward), best_ms(backward)
+            layer.blobs[0].diff[...] = 0
+            forward()
+            backward()
+            results[direct] = (fwd, bwd, top[0].data.copy(), bottom[0].diff.copy(),
+                               layer.blobs[0].diff.copy(),
+                               (layer.direct_forward, layer.direct_input_grad,
+                                layer.direct_weight_grad))
+        for a, b in zip(results[True][2:5], results[False][2:5]):
+            np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3 * np.abs(b).max())
+        flags = "".join("fxw"[k] if on else "-" for k, on in enumerate(results[True][5]))
+        print(f"{name:30s} {flags:>6s} {results[True][0]:10.2f} {results[False][0]:8.2f} "
+              f"{results[True][1]:10.2f} {results[False][1]:8.2f}")
 
 
 if __name__ == "__main__":
