@@ -7,13 +7,17 @@ the number of threads or on their timing, so seeded runs stay bit-identical.
 
 Layouts follow Caffe: images (N, C, H, W); columns (C * kh * kw, N * oh * ow) with rows ordered
 channel, kernel row, kernel column, so filters (M, C, kh, kw) are the GEMM's (M, C kh kw) as
-stored."""
+stored.
+
+Inner loops index flat arrays with unsigned offsets (`u(...)`, numba's uint64): a signed index
+makes numba test it for wrap-around at every access, which keeps LLVM from vectorising short
+runs (im2col of a 5x5 kernel ran 2-4x slower that way)."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64 as u
 
 from .direct import add_weight_grad, conv_rows, to_padded_rows, to_planes, to_rows  # noqa: F401
 from .workers import piece_size, run as run_pieces  # noqa: F401 - the layers' entry points
@@ -49,26 +53,32 @@ def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col):
     """x (N, C, H, W) -> col (C kh kw, N oh ow); positions in the padding read 0."""
     n, c, h, w = x.shape
     plane = oh * ow
+    src, step = x.reshape(-1), u(sw)
     for r in prange(c * kh * kw):
-        ch = r // (kh * kw)
-        i = (r // kw) % kh
-        j = r % kw
-        xlo, xhi = _valid_range(ow, sw, j * dw - pw, w)
+        ch, i, j = r // (kh * kw), (r // kw) % kh, r % kw
+        off = j * dw - pw
+        lo, hi = _valid_range(ow, sw, off, w)
+        dst = col[r]
         for b in range(n):
-            base = b * plane
             for y in range(oh):
-                o = base + y * ow
+                o = u(b * plane + y * ow)
                 hy = y * sh - ph + i * dh
                 if hy < 0 or hy >= h:
-                    for q in range(ow):
-                        col[r, o + q] = 0
-                    continue
-                for q in range(xlo):
-                    col[r, o + q] = 0
-                for q in range(xlo, xhi):
-                    col[r, o + q] = x[b, ch, hy, q * sw - pw + j * dw]
-                for q in range(xhi, ow):
-                    col[r, o + q] = 0
+                    lo_y, hi_y = ow, ow
+                else:
+                    lo_y, hi_y = lo, hi
+                for q in range(u(lo_y)):
+                    dst[o + q] = 0
+                first = u(((b * c + ch) * h + hy) * w + lo * sw + off) if hi_y > lo_y else u(0)
+                d = o + u(lo_y)
+                if sw == 1:
+                    for q in range(u(hi_y - lo_y)):
+                        dst[d + q] = src[first + q]
+                else:
+                    for q in range(u(hi_y - lo_y)):
+                        dst[d + q] = src[first + q * step]
+                for q in range(u(hi_y), u(ow)):
+                    dst[o + q] = 0
 
 
 @_jit
@@ -76,22 +86,29 @@ def col2im(col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
     """Adjoint of im2col: dx (N, C, H, W) = the sum of every column entry at its pixel."""
     n, c, h, w = dx.shape
     plane = oh * ow
+    out, step = dx.reshape(-1), u(sw)
     for t in prange(n * c):
-        b = t // c
-        ch = t % c
-        _zero_plane(dx, b, ch)
-        base = b * plane
+        b, ch = t // c, t % c
+        base = u(t * h * w)
+        for q in range(u(h * w)):
+            out[base + q] = 0
         for i in range(kh):
             for j in range(kw):
-                r = (ch * kh + i) * kw + j
-                xlo, xhi = _valid_range(ow, sw, j * dw - pw, w)
+                src = col[(ch * kh + i) * kw + j]
+                off = j * dw - pw
+                lo, hi = _valid_range(ow, sw, off, w)
                 for y in range(oh):
                     hy = y * sh - ph + i * dh
-                    if hy < 0 or hy >= h:
+                    if hy < 0 or hy >= h or hi <= lo:
                         continue
-                    o = base + y * ow
-                    for q in range(xlo, xhi):
-                        dx[b, ch, hy, q * sw - pw + j * dw] += col[r, o + q]
+                    s = u(b * plane + y * ow + lo)
+                    d = base + u(hy * w + lo * sw + off)
+                    if sw == 1:
+                        for q in range(u(hi - lo)):
+                            out[d + q] += src[s + q]
+                    else:
+                        for q in range(u(hi - lo)):
+                            out[d + q * step] += src[s + q]
 
 
 @_jit
@@ -99,22 +116,26 @@ def cols_to_images(y, bias, out):
     """GEMM result y (M, N*P) -> out (N, M, P), adding bias[m] (an empty bias adds nothing)."""
     n, m, plane = out.shape
     has_bias = bias.shape[0] > 0
+    dst = out.reshape(-1)
     for t in prange(n * m):
-        b = t // m
-        k = t % m
+        b, k = t // m, t % m
         add = bias[k] if has_bias else 0
-        for p in range(plane):
-            out[b, k, p] = y[k, b * plane + p] + add
+        src, s, d = y[k], u(b * plane), u(t * plane)
+        for p in range(u(plane)):
+            dst[d + p] = src[s + p] + add
 
 
 @_jit
 def images_to_cols(x, out):
     """x (N, M, P) -> out (M, N*P): the GEMM layout of a top diff."""
     n, m, plane = x.shape
+    src = x.reshape(-1)
     for k in prange(m):
+        dst = out[k]
         for b in range(n):
-            for p in range(plane):
-                out[k, b * plane + p] = x[b, k, p]
+            s, d = u((b * m + k) * plane), u(b * plane)
+            for p in range(u(plane)):
+                dst[d + p] = src[s + p]
 
 
 @_jit
@@ -217,43 +238,45 @@ def max_pool(x, kh, kw, sh, sw, ph, pw, y, mask):
     maximum in scan order (Caffe's argmax)."""
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
+    src, top, where = x.reshape(-1), y.reshape(-1), mask.reshape(-1)
     for t in prange(n * c):
-        b = t // c
-        ch = t % c
+        plane = u(t * h * w)
         for py in range(oh):
             hs, he = _window(py, sh, ph, kh, h)
+            o = u((t * oh + py) * ow)
             for px in range(ow):
                 ws, we = _window(px, sw, pw, kw, w)
                 if hs >= he or ws >= we:  # a ceil-rounded window wholly past the input
-                    y[b, ch, py, px] = -np.inf
-                    mask[b, ch, py, px] = -1
+                    top[o + u(px)] = -np.inf
+                    where[o + u(px)] = -1
                     continue
-                best = x[b, ch, hs, ws]
+                best = src[plane + u(hs * w + ws)]
                 arg = hs * w + ws
                 for hy in range(hs, he):
+                    row = plane + u(hy * w)
                     for wx in range(ws, we):  # selects, not branches: no mispredictions
-                        v = x[b, ch, hy, wx]
+                        v = src[row + u(wx)]
                         better = v > best
                         best = v if better else best
                         arg = hy * w + wx if better else arg
-                y[b, ch, py, px] = best
-                mask[b, ch, py, px] = arg
+                top[o + u(px)] = best
+                where[o + u(px)] = arg
 
 
 @_jit
 def scatter_pool_grad(dy, mask, dx):
     """dx (N, C, H, W) = each dy added at the input position its mask names (MAX, STOCHASTIC)."""
     n, c, h, w = dx.shape
-    oh, ow = dy.shape[2], dy.shape[3]
+    plane = dy.shape[2] * dy.shape[3]
+    out, grad, where = dx.reshape(-1), dy.reshape(-1), mask.reshape(-1)
     for t in prange(n * c):
-        b = t // c
-        ch = t % c
-        _zero_plane(dx, b, ch)
-        for py in range(oh):
-            for px in range(ow):
-                k = mask[b, ch, py, px]
-                if k >= 0:
-                    dx[b, ch, k // w, k % w] += dy[b, ch, py, px]
+        base, o = u(t * h * w), u(t * plane)
+        for q in range(u(h * w)):
+            out[base + q] = 0
+        for q in range(u(plane)):
+            k = where[o + q]
+            if k >= 0:
+                out[base + u(k)] += grad[o + q]
 
 
 @_serial
@@ -280,39 +303,47 @@ def _window_total(x, b, ch, hs, he, ws, we):
 def ave_pool(x, kh, kw, sh, sw, ph, pw, y):
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
+    src, top = x.reshape(-1), y.reshape(-1)
     for t in prange(n * c):
-        b = t // c
-        ch = t % c
+        plane = u(t * h * w)
         for py in range(oh):
             hs, he, ah = _ave_window(py, sh, ph, kh, h)
+            o = u((t * oh + py) * ow)
             for px in range(ow):
                 ws, we, aw = _ave_window(px, sw, pw, kw, w)
-                total = _window_total(x, b, ch, hs, he, ws, we)
-                y[b, ch, py, px] = total / (ah * aw) if ah > 0 and aw > 0 else 0
+                total = x.dtype.type(0)
+                for hy in range(hs, he):
+                    row = plane + u(hy * w)
+                    for wx in range(ws, we):
+                        total += src[row + u(wx)]
+                top[o + u(px)] = total / (ah * aw) if ah > 0 and aw > 0 else 0
 
 
 @_jit
 def ave_pool_grad(dy, kh, kw, sh, sw, ph, pw, dx):
     n, c, h, w = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
+    grad, out = dy.reshape(-1), dx.reshape(-1)
     for t in prange(n * c):
-        b = t // c
-        ch = t % c
-        _zero_plane(dx, b, ch)
+        plane = u(t * h * w)
+        for q in range(u(h * w)):
+            out[plane + q] = 0
         for py in range(oh):
             hs, he, ah = _ave_window(py, sh, ph, kh, h)
+            o = u((t * oh + py) * ow)
             for px in range(ow):
                 ws, we, aw = _ave_window(px, sw, pw, kw, w)
                 if ah <= 0 or aw <= 0:
                     continue
-                share = dy[b, ch, py, px] / (ah * aw)
+                share = grad[o + u(px)] / (ah * aw)
                 for hy in range(hs, he):
+                    row = plane + u(hy * w)
                     for wx in range(ws, we):
-                        dx[b, ch, hy, wx] += share
+                        out[row + u(wx)] += share
 
 
 @_jit
-def stochastic_pool_train(x, kh, kw, sh, sw, u, y, mask):
+def stochastic_pool_train(x, kh, kw, sh, sw, uniform, y, mask):
     """TRAIN: in each window, the first position whose running sum reaches u * sum (u uniform
     in [0, 1), one per output); mask holds its flat index, y its value."""
     n, c, h, w = x.shape
@@ -325,7 +356,7 @@ def stochastic_pool_train(x, kh, kw, sh, sw, u, y, mask):
             for px in range(ow):
                 ws, we = _window(px, sw, 0, kw, w)
                 total = _window_total(x, b, ch, hs, he, ws, we)
-                threshold = u[b, ch, py, px] * total
+                threshold = uniform[b, ch, py, px] * total
                 running = x.dtype.type(0)
                 arg = -1
                 for hy in range(hs, he):
