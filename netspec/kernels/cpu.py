@@ -142,11 +142,13 @@ def images_to_cols(x, out):
 def add_channel_sums(x, out):
     """out[m] += sum over n, p of x (N, M, P), summed in float64 in a fixed order (bias grads)."""
     n, m, plane = x.shape
+    src = x.reshape(-1)
     for k in prange(m):
         total = 0.0
         for b in range(n):
-            for p in range(plane):
-                total += x[b, k, p]
+            o = u((b * m + k) * plane)
+            for p in range(u(plane)):
+                total += src[o + p]
         out[k] += total
 
 
@@ -154,10 +156,11 @@ def add_channel_sums(x, out):
 def add_bias(x, bias):
     """x (N, M, P) += bias[m], in place."""
     n, m, plane = x.shape
+    dst = x.reshape(-1)
     for t in prange(n * m):
-        add = bias[t % m]
-        for p in range(plane):
-            x[t // m, t % m, p] += add
+        add, o = bias[t % m], u(t * plane)
+        for p in range(u(plane)):
+            dst[o + p] += add
 
 
 @_jit
@@ -166,19 +169,21 @@ def channel_affine(x, sub, mul, add, y):
     statistics, Scale); an empty sub or add is 0."""
     n, c, plane = x.shape
     has_sub, has_add = sub.shape[0] > 0, add.shape[0] > 0
+    src, dst = x.reshape(-1), y.reshape(-1)
     for t in prange(n * c):
         k = t % c
         m = mul[k]
         s = sub[k] if has_sub else 0
         a = add[k] if has_add else 0
-        for p in range(plane):
-            v = x[t // c, k, p]
+        o = u(t * plane)
+        for p in range(u(plane)):
+            v = src[o + p]
             if has_sub:
                 v = v - s
             v = v * m
             if has_add:
                 v = v + a
-            y[t // c, k, p] = v
+            dst[o + p] = v
 
 
 @_jit

@@ -21,7 +21,7 @@ of threads. Tiles at the edges overlap the previous tile and store only what it 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64 as u
 
 # reassociation lets LLVM vectorise the sums (their order is still fixed at compile time);
 # no fast-math assumptions about NaN or infinity, which must propagate
@@ -38,15 +38,19 @@ def to_rows(x, groups, ph, pw, out):
     """x (N, C, H, W) -> out (N, G, H + 2 ph, (W + 2 pw) * C/G): padded, channels last."""
     n, c, h, w = x.shape
     cg = c // groups
+    src, dst = x.reshape(-1), out.reshape(-1)
+    width = out.shape[3]
+    size = u(out.shape[2] * width)
     for t in prange(n * groups):
-        b, g = t // groups, t % groups
-        out[b, g] = 0
+        base = u(t) * size
+        for q in range(size):
+            dst[base + q] = 0
         for ch in range(cg):
-            src = x[b, g * cg + ch]
+            plane = u((t * cg + ch) * h * w)  # image b, channel g cg + ch: t = b G + g
             for i in range(h):
-                dst = out[b, g, i + ph]
-                for j in range(w):
-                    dst[(j + pw) * cg + ch] = src[i, j]
+                row, o = plane + u(i * w), base + u((i + ph) * width + pw * cg + ch)
+                for j in range(u(w)):
+                    dst[o + j * u(cg)] = src[row + j]
 
 
 @_jit
@@ -105,26 +109,30 @@ def to_planes(x, ph, pw, out):
     zeros after (the weight gradient's shifted runs read up to KW - 1 past the last row)."""
     n, c, h, w = x.shape
     wp = w + 2 * pw
+    src, dst = x.reshape(-1), out.reshape(-1)
+    size = u(out.shape[2])
     for t in prange(n * c):
-        b, ch = t // c, t % c
-        out[b, ch] = 0
+        base = u(t) * size
+        for q in range(size):
+            dst[base + q] = 0
         for i in range(h):
-            base = (i + ph) * wp + pw
-            for j in range(w):
-                out[b, ch, base + j] = x[b, ch, i, j]
+            row, o = u((t * h + i) * w), base + u((i + ph) * wp + pw)
+            for j in range(u(w)):
+                dst[o + j] = src[row + j]
 
 
 @_jit
 def to_padded_rows(dy, wp, out):
     """dy (N, M, OH, OW) -> out (N, M, OH * wp): each row followed by wp - OW zeros."""
     n, m, oh, ow = dy.shape
+    src, dst = dy.reshape(-1), out.reshape(-1)
     for t in prange(n * m):
-        b, k = t // m, t % m
         for r in range(oh):
-            for j in range(ow):
-                out[b, k, r * wp + j] = dy[b, k, r, j]
-            for j in range(ow, wp):
-                out[b, k, r * wp + j] = 0
+            row, o = u((t * oh + r) * ow), u((t * oh + r) * wp)
+            for j in range(u(ow)):
+                dst[o + j] = src[row + j]
+            for j in range(u(ow), u(wp)):
+                dst[o + j] = 0
 
 
 @_jit
