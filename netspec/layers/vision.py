@@ -151,8 +151,8 @@ class Convolution(Layer):
         self.direct_input_grad = (plain and stride1 and 3 <= cg <= DIRECT_MAX_FILTERS
                                   and width >= 4 and kw * mg >= DIRECT_MIN_RUN
                                   and height * width <= DIRECT_MAX_WASTE * oh * ow)
-        self.direct_weight_grad = (plain and stride1 and 3 <= mg <= DIRECT_MAX_FILTERS
-                                   and kh * kw >= 4 and oh * ow >= DIRECT_MIN_PLANE)
+        self.direct_weight_grad = (plain and stride1 and 4 <= mg <= DIRECT_MAX_FILTERS
+                                   and kh * kw >= 3 and oh * ow >= DIRECT_MIN_PLANE)
         if self.phase == 0 and not self.direct_weight_grad:
             self.direct_forward = False  # im2col once, for the forward GEMM and for dW
 
