@@ -23,7 +23,7 @@ of threads. Tiles at the edges overlap the previous tile and store only what it 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, uint64 as u
+from numba import get_num_threads, njit, prange, uint64 as u
 
 # reassociation lets LLVM vectorise the sums (their order is still fixed at compile time);
 # no fast-math assumptions about NaN or infinity, which must propagate
@@ -135,8 +135,13 @@ def to_padded_rows(dy, wp, out):
                 dst[o + j] = 0
 
 
-@_jit
 def add_weight_grad(xp, dy, groups, kh, kw, wp, zero, dw):
+    """dw += the weight gradient (below), its tasks split for this thread's numba threads."""
+    _add_weight_grad(xp, dy, groups, kh, kw, wp, zero, dw, get_num_threads())
+
+
+@_jit
+def _add_weight_grad(xp, dy, groups, kh, kw, wp, zero, dw, threads):
     """dw (M, C/G, KH, KW) += sum over images and positions q of dy[m, q] * xp[c, q + i wp + j]
     (xp from to_planes, dy from to_padded_rows). Needs M/G >= 4 and KH * KW >= 3."""
     n, m, q_len = dy.shape
@@ -145,9 +150,13 @@ def add_weight_grad(xp, dy, groups, kh, kw, wp, zero, dw):
     taps = kh * kw
     blocks = (mg + 3) // 4
     # a task: one channel and up to BLOCKS_PER_TASK tiles of 4 filters (one image's plane stays
-    # in cache for all of them); fewer when there are few channels, so that there are tasks
-    # for every core (the split never changes a sum: each filter's terms keep their order)
-    per_task = min(BLOCKS_PER_TASK, max(1, blocks * cg * groups // 8))
+    # in cache for all of them), as many as keep every core busy to the end (the split never
+    # changes a sum: each filter's terms keep their order, whichever task adds them)
+    per_task, span = 1, 1 << 62
+    for size in range(1, BLOCKS_PER_TASK + 1):
+        tasks = groups * cg * ((blocks + size - 1) // size)
+        if (tasks + threads - 1) // threads * size <= span:
+            per_task, span = size, (tasks + threads - 1) // threads * size
     chunks = (blocks + per_task - 1) // per_task
     for t in prange(groups * cg * chunks):
         g, ch, first = t // (cg * chunks), (t // chunks) % cg, (t % chunks) * per_task
