@@ -585,6 +585,17 @@ def lrn_across_grad(x, dy, scale, size, alpha_over_n, beta, dx):
 
 # -- solver updates ------------------------------------------------------------------------------
 @_jit
+def add_decay(w, decay, l1, g):
+    """Weight decay into the gradient, one pass: g += decay w (L2) or decay sign(w) (L1)."""
+    one = w.dtype.type(1)
+    for i in prange(g.size):
+        v = w[i]
+        if l1:  # sign(v): 0 and NaN stay as they are
+            v = one if v > 0 else (-one if v < 0 else v)
+        g[i] += decay * v
+
+
+@_jit
 def momentum_step(g, v, rate, momentum):
     """SGD's history step on flat arrays: v = momentum v + rate g, and g = v (the update)."""
     for i in prange(g.size):

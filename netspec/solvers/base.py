@@ -18,6 +18,7 @@ import numpy as np
 from ..blob import Blob
 from ..compat import default_rng
 from ..errors import DivergedError, NetspecError, SpecError, WeightsError
+from ..kernels import flat, kernels_for
 from ..log import logger
 from ..net import TEST, TRAIN, Net
 from ..params import build_view
@@ -342,10 +343,9 @@ class Solver:
         decay = self.param.weight_decay * info.decay_mult
         if not decay:
             return
-        if self.param.regularization_type == "L2":
-            info.blob.diff += decay * info.blob.data
-        else:
-            info.blob.diff += decay * np.sign(info.blob.data)
+        w = info.blob.data
+        kernels_for(w).add_decay(flat(w), w.dtype.type(decay),
+                                 self.param.regularization_type == "L1", flat(info.blob.diff))
 
     def compute_update_value(self, i: int, info, rate: float) -> None:
         raise NotImplementedError
