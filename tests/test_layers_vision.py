@@ -82,6 +82,7 @@ def small_pieces(monkeypatch):
     """Cut even a small batch into pieces of 2 images (the path big batches take)."""
     from netspec.kernels import workers
     monkeypatch.setattr(workers, "MIN_COLUMNS", 1)
+    monkeypatch.setattr(workers, "MIN_ELEMENTS", 1)
     monkeypatch.setattr(workers, "MAX_PIECES", 3)
 
 

@@ -165,7 +165,7 @@ class Convolution(Layer):
         p = self.p
         kh, kw = p.kernel
         self.col_rows, self.col_plane = channels * kh * kw, plane
-        self.piece = kernels_for(self.blobs[0].data).piece_size(n, plane)
+        self.piece = kernels_for(self.blobs[0].data).piece_size(n, plane, self.col_rows)
         self.chunk = max(1, min(n, COL_ELEMENTS // max(1, self.col_rows * plane)))
         if self.piece <= self.chunk < n:  # chunks of whole pieces
             self.chunk -= self.chunk % self.piece
