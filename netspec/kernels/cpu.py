@@ -244,6 +244,10 @@ def max_pool(x, kh, kw, sh, sw, ph, pw, y, mask):
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
     src, top, where = x.reshape(-1), y.reshape(-1), mask.reshape(-1)
+    if kh == sh == 2 and kw == sw == 2 and ph == pw == 0 and oh * 2 == h and ow * 2 == w:
+        _max_pool_2x2(src, h, w, n * c, top, where)
+        return
+    full3 = kh == kw == 3  # full 3x3 windows unrolled
     for t in prange(n * c):
         plane = u(t * h * w)
         for py in range(oh):
@@ -255,17 +259,56 @@ def max_pool(x, kh, kw, sh, sw, ph, pw, y, mask):
                     top[o + u(px)] = -np.inf
                     where[o + u(px)] = -1
                     continue
-                best = src[plane + u(hs * w + ws)]
-                arg = hs * w + ws
-                for hy in range(hs, he):
-                    row = plane + u(hy * w)
-                    for wx in range(ws, we):  # selects, not branches: no mispredictions
-                        v = src[row + u(wx)]
-                        better = v > best
-                        best = v if better else best
-                        arg = hy * w + wx if better else arg
+                if full3 and he - hs == 3 and we - ws == 3:
+                    best, arg = _max_3x3(src, plane, w, hs, ws)
+                else:
+                    best = src[plane + u(hs * w + ws)]
+                    arg = hs * w + ws
+                    for hy in range(hs, he):
+                        row = plane + u(hy * w)
+                        for wx in range(ws, we):  # selects, not branches: no mispredictions
+                            v = src[row + u(wx)]
+                            better = v > best
+                            best = v if better else best
+                            arg = hy * w + wx if better else arg
                 top[o + u(px)] = best
                 where[o + u(px)] = arg
+
+
+@_serial
+def _max_3x3(src, plane, w, hs, ws):
+    """The first maximum of a full 3x3 window at (hs, ws), unrolled: (value, flat index)."""
+    k = hs * w + ws
+    best, arg = src[plane + u(k)], k
+    for d in (1, 2, w, w + 1, w + 2, 2 * w, 2 * w + 1, 2 * w + 2):
+        v = src[plane + u(k + d)]
+        if v > best:
+            best, arg = v, k + d
+    return best, arg
+
+
+@_jit
+def _max_pool_2x2(src, h, w, planes, top, where):
+    """max_pool's commonest case, 2x2 windows at stride 2 tiling the input, unrolled: the four
+    values compared in scan order (the same first maximum)."""
+    oh, ow = h // 2, w // 2
+    for t in prange(planes * oh):
+        o, row = u(t * ow), u(t * 2 * w)  # output row t; its input rows 2t and 2t + 1 (flat)
+        base = (t % oh) * 2 * w
+        for px in range(u(ow)):
+            k = row + 2 * px
+            best, arg = src[k], base + 2 * px
+            v = src[k + 1]
+            if v > best:
+                best, arg = v, base + 2 * px + 1
+            v = src[k + u(w)]
+            if v > best:
+                best, arg = v, base + w + 2 * px
+            v = src[k + u(w) + 1]
+            if v > best:
+                best, arg = v, base + w + 2 * px + 1
+            top[o + px] = best
+            where[o + px] = arg
 
 
 @_jit
