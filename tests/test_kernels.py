@@ -134,10 +134,14 @@ def test_channel_statistics_and_batch_norm_gradient():
 
 def test_solver_steps_match_their_formulas():
     g0, h0, h20 = rng.standard_normal(50), rng.random(50), rng.random(50)
-    g, v = g0.copy(), h0.copy()
-    cpu.momentum_step(g, v, 0.1, 0.9)
-    np.testing.assert_allclose(v, 0.9 * h0 + 0.1 * g0)
-    np.testing.assert_array_equal(g, v)
+    w0 = rng.standard_normal(50)
+    for l1 in (False, True):
+        w, g, v = w0.copy(), g0.copy(), h0.copy()
+        cpu.sgd_step(w, g, v, 0.01, l1, 0.1, 0.9)
+        decayed = g0 + 0.01 * (np.sign(w0) if l1 else w0)
+        np.testing.assert_allclose(v, 0.9 * h0 + 0.1 * decayed)
+        np.testing.assert_array_equal(g, v)
+        np.testing.assert_allclose(w, w0 - v)
     g, v = g0.copy(), h0.copy()
     cpu.nesterov_step(g, v, 0.1, 0.9)
     np.testing.assert_allclose(g, 1.9 * (0.9 * h0 + 0.1 * g0) - 0.9 * h0)

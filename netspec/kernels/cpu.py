@@ -639,12 +639,18 @@ def add_decay(w, decay, l1, g):
 
 
 @_jit
-def momentum_step(g, v, rate, momentum):
-    """SGD's history step on flat arrays: v = momentum v + rate g, and g = v (the update)."""
+def sgd_step(w, g, v, decay, l1, rate, momentum):
+    """SGD's whole update of one parameter in one pass over flat arrays: weight decay into g (as
+    add_decay), v = momentum v + rate g, g = v (the update, as Caffe leaves it) and w -= g."""
+    one = w.dtype.type(1)
     for i in prange(g.size):
-        step = momentum * v[i] + rate * g[i]
-        v[i] = step
-        g[i] = step
+        d = w[i]
+        if l1:
+            d = one if d > 0 else (-one if d < 0 else d)
+        grad = g[i] + decay * d
+        v[i] = momentum * v[i] + rate * grad
+        g[i] = v[i]
+        w[i] -= g[i]
 
 
 @_jit

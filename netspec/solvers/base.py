@@ -42,6 +42,8 @@ class Solver:
     Subclasses implement compute_update_value; `history_sets` says how many history blobs each
     parameter keeps (Caffe's layout: all first sets, then all second sets)."""
     history_sets = 1
+    #: compute_update_value also subtracts the update from the weights
+    applies_updates = False
 
     def __init__(self, solver, dtype=np.float32, *, weights=None, max_iter: int | None = None,
                  world=None):
@@ -320,8 +322,9 @@ class Solver:
             self.normalize(info.blob)
             self.regularize(info)
             self.compute_update_value(i, info, rate)
-        for info in self.net.learnable_params:
-            info.blob.data -= info.blob.diff
+        if not self.applies_updates:
+            for info in self.net.learnable_params:
+                info.blob.data -= info.blob.diff
 
     def clip_gradients(self) -> None:
         clip = self.param.clip_gradients

@@ -6,7 +6,14 @@ from .base import Solver
 
 
 class SGDSolver(Solver):
+    applies_updates = True  # one kernel pass decays, steps and applies each parameter
+
+    def regularize(self, info):
+        pass  # in sgd_step
+
     def compute_update_value(self, i, info, rate):
-        g = info.blob.diff
-        kernels_for(g).momentum_step(flat(g), flat(self.history[i].data), rate * info.lr_mult,
-                                     self.param.momentum)
+        w, g = info.blob.data, info.blob.diff
+        decay = self.param.weight_decay * info.decay_mult
+        kernels_for(g).sgd_step(flat(w), flat(g), flat(self.history[i].data),
+                                w.dtype.type(decay), self.param.regularization_type == "L1",
+                                rate * info.lr_mult, self.param.momentum)
