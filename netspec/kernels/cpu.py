@@ -138,6 +138,27 @@ def images_to_cols(x, out):
                 dst[d + p] = src[s + p]
 
 
+@_serial
+def _sum_run(src, start, length):
+    """sum(src[start:start + length]) in float64: eight running sums (element i into sum
+    i % 8) added pairwise at the end, a fixed order that does not wait on one add chain."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    whole = u(length // 8 * 8)
+    for q in range(u(0), whole, u(8)):
+        o = start + q
+        s0 += src[o]
+        s1 += src[o + u(1)]
+        s2 += src[o + u(2)]
+        s3 += src[o + u(3)]
+        s4 += src[o + u(4)]
+        s5 += src[o + u(5)]
+        s6 += src[o + u(6)]
+        s7 += src[o + u(7)]
+    for q in range(whole, u(length)):
+        s0 += src[start + q]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
 @_jit
 def add_channel_sums(x, out):
     """out[m] += sum over n, p of x (N, M, P), summed in float64 in a fixed order (bias grads)."""
@@ -146,9 +167,7 @@ def add_channel_sums(x, out):
     for k in prange(m):
         total = 0.0
         for b in range(n):
-            o = u((b * m + k) * plane)
-            for p in range(u(plane)):
-                total += src[o + p]
+            total += _sum_run(src, u((b * m + k) * plane), plane)
         out[k] += total
 
 
