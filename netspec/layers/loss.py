@@ -114,7 +114,7 @@ class SoftmaxWithLoss(Layer):
         labels, valid = self._labels(bottom)
         picked = np.take_along_axis(self.prob, labels[:, None, :], axis=1)[:, 0, :]
         losses = -np.log(np.maximum(picked, FLT_MIN))
-        self.valid = valid
+        self.labels, self.valid = labels, valid  # for backward (bottom[1] is not changed)
         self.norm = self._normaliser(int(valid.sum()))
         top[0].data[...] = (losses * valid).sum() / self.norm
         if len(top) > 1:
@@ -123,13 +123,16 @@ class SoftmaxWithLoss(Layer):
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        labels, valid = self._labels(bottom)
-        grad = self.prob.copy()
-        np.put_along_axis(grad, labels[:, None, :],
-                          np.take_along_axis(grad, labels[:, None, :], axis=1) - 1, axis=1)
-        grad *= valid[:, None, :]
+        labels, valid = self.labels, self.valid
         scale = top[0].diff.flat[0] / self.norm
-        bottom[0].diff[...] = (grad * scale).reshape(bottom[0].shape)
+        # (p - onehot) * valid * scale, each element rounded as in that order
+        grad = bottom[0].diff.reshape(self.prob.shape)
+        np.multiply(self.prob, scale, out=grad)
+        at = labels[:, None, :]
+        np.put_along_axis(grad, at, (np.take_along_axis(self.prob, at, axis=1) - 1) * scale,
+                          axis=1)
+        if not valid.all():
+            grad *= valid[:, None, :]
 
 
 class AccuracyView(ParamView):
