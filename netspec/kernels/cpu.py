@@ -611,17 +611,20 @@ def lrn_across(x, size, alpha_over_n, k, beta, scale, y):
     channels centred on each channel); y = x * scale^-beta."""
     n, c, plane = x.shape
     half = (size - 1) // 2
-    for t in prange(n):
-        for ch in range(c):
-            for p in range(plane):
-                scale[t, ch, p] = 0
-            for q in range(max(ch - half, 0), min(ch + half + 1, c)):
-                for p in range(plane):
-                    scale[t, ch, p] += x[t, q, p] * x[t, q, p]
-            for p in range(plane):
-                s = k + alpha_over_n * scale[t, ch, p]
-                scale[t, ch, p] = s
-                y[t, ch, p] = x[t, ch, p] * s ** -beta
+    src, sc, dst, length = x.reshape(-1), scale.reshape(-1), y.reshape(-1), u(plane)
+    for t in prange(n * c):  # one output channel of one image
+        b, ch = t // c, t % c
+        o = u(t * plane)
+        for p in range(length):
+            sc[o + p] = 0
+        for q in range(max(ch - half, 0), min(ch + half + 1, c)):
+            i = u((b * c + q) * plane)
+            for p in range(length):
+                sc[o + p] += src[i + p] * src[i + p]
+        for p in range(length):
+            s = k + alpha_over_n * sc[o + p]
+            sc[o + p] = s
+            dst[o + p] = src[o + p] * s ** -beta
 
 
 @_jit
