@@ -62,12 +62,18 @@ def pool_windows(x, kh, kw, sh, sw, ph, pw, oh, ow, pad_value):
     return win, idx
 
 
-@pytest.mark.parametrize("geom", [(3, 3, 2, 2, 1, 1), (2, 2, 2, 2, 0, 0), (3, 2, 1, 2, 0, 1)])
-def test_max_and_ave_pooling_match_references(geom):
+@pytest.mark.parametrize("geom", [(3, 3, 2, 2, 1, 1), (2, 2, 2, 2, 0, 0), (3, 2, 1, 2, 0, 1),
+                                  (3, 3, 2, 2, 0, 0)])
+@pytest.mark.parametrize("size", [(7, 8), (8, 6)])  # (8, 6) at 2x2/2: the unrolled tiling path
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_and_ave_pooling_match_references(geom, size, ties):
     kh, kw, sh, sw, ph, pw = geom
-    x = rng.standard_normal((2, 3, 7, 8))
-    oh = -(-(7 + 2 * ph - kh) // sh) + 1
-    ow = -(-(8 + 2 * pw - kw) // sw) + 1
+    h, w = size
+    x = rng.standard_normal((2, 3, h, w))
+    if ties:  # equal values in a window: the first in scan order wins, as numpy's argmax
+        x = np.round(x)
+    oh = -(-(h + 2 * ph - kh) // sh) + 1
+    ow = -(-(w + 2 * pw - kw) // sw) + 1
     y, mask = np.empty((2, 3, oh, ow)), np.empty((2, 3, oh, ow), np.int32)
     cpu.max_pool(x, kh, kw, sh, sw, ph, pw, y, mask)
     win, idx = pool_windows(x, kh, kw, sh, sw, ph, pw, oh, ow, -np.inf)
@@ -78,8 +84,32 @@ def test_max_and_ave_pooling_match_references(geom):
     zwin, _ = pool_windows(x, kh, kw, sh, sw, ph, pw, oh, ow, 0.0)
     hs = np.arange(oh) * sh - ph
     ws = np.arange(ow) * sw - pw
-    area = np.outer(np.minimum(hs + kh, 7 + ph) - hs, np.minimum(ws + kw, 8 + pw) - ws)
+    area = np.outer(np.minimum(hs + kh, h + ph) - hs, np.minimum(ws + kw, w + pw) - ws)
     np.testing.assert_allclose(y, zwin.sum(-1) / area, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", [2, 3])
+def test_max_pool_keeps_a_window_first_nan(kernel):
+    """A NaN first in its window wins it (Caffe compares with >, which a NaN never passes);
+    a NaN later in a window is passed over. Both unrolled paths and the general one."""
+    x = rng.standard_normal((1, 1, 6, 6))
+    x[0, 0, 0, 0] = np.nan  # first of window (0, 0)
+    x[0, 0, 2, 3] = np.nan  # inside window (1, 1) for 2x2/2, (1, 1) for 3x3/2 as well
+    oh = 3 if kernel == 2 else 2
+    y, mask = np.empty((1, 1, oh, oh)), np.empty((1, 1, oh, oh), np.int32)
+    cpu.max_pool(x, kernel, kernel, 2, 2, 0, 0, y, mask)
+    assert np.isnan(y[0, 0, 0, 0]) and mask[0, 0, 0, 0] == 0
+    assert not np.isnan(y[0, 0, 1, 1])
+    window = x[0, 0, 2:2 + kernel, 2:2 + kernel]
+    assert y[0, 0, 1, 1] == np.nanmax(window)
+
+
+@pytest.mark.parametrize("plane", [1, 7, 8, 19, 576])
+def test_channel_sums_match_float64(plane):
+    x = rng.standard_normal((3, 4, plane)).astype(np.float32)
+    out = np.ones(4, np.float32)
+    cpu.add_channel_sums(x, out)
+    np.testing.assert_allclose(out, 1 + x.astype(np.float64).sum((0, 2)), rtol=1e-6, atol=1e-6)
 
 
 def test_results_do_not_depend_on_the_thread_count():
