@@ -97,6 +97,14 @@ class Net:
         self.learnable_params: list[ParamInfo] = []
         self.params: OrderedDict[str, list[Blob]] = OrderedDict()
         shared: dict[str, tuple[Blob, str]] = {}
+        # where each blob is rewritten in place: a Split may hand its bottom's memory to its
+        # tops only when no later layer rewrites one of them (a consumer would change what the
+        # others read)
+        rewritten: dict[str, int] = {}  # name -> the last layer that rewrites it in place
+        for k, lp in enumerate(param.layer):
+            for j, name in enumerate(lp.top):
+                if j < len(lp.bottom) and lp.bottom[j] == name:
+                    rewritten[name] = k
 
         with_weights: dict[str, int] = {}  # layer name -> index, for layers with blobs
         for i, lp in enumerate(param.layer):
@@ -125,6 +133,8 @@ class Net:
             if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
                 raise self._error(i, f"propagate_down has {len(lp.propagate_down)} values for "
                                      f"{len(lp.bottom)} bottoms", "propagate_down")
+            if lp.type == "Split":
+                layer.share = all(rewritten.get(name, -1) < i for name in (*lp.bottom, *lp.top))
             try:
                 layer.setup(bottoms, tops)
             except LayerSetupError as e:

@@ -78,6 +78,45 @@ def test_loss_combines_weights_and_net_gradient_is_numeric():
             assert (plus - minus) / (2 * eps) == pytest.approx(grad.reshape(-1)[k], abs=1e-6)
 
 
+REWRITTEN_SPLIT = f"""
+layer {{ name: "in" type: "Input" top: "x" input_param {{ shape {{ dim: 3 dim: 4 }} }} }}
+layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "h"
+        inner_product_param {{ num_output: 5 {FILLERS} }} }}
+layer {{ name: "square" type: "Power" bottom: "h" top: "p" power_param {{ power: 2 }} }}
+layer {{ name: "relu" type: "ReLU" bottom: "h" top: "h" }}
+layer {{ name: "sum_p" type: "Reduction" bottom: "p" top: "lp" loss_weight: 1 }}
+layer {{ name: "sum_h" type: "Reduction" bottom: "h" top: "lh" loss_weight: 1 }}
+"""
+
+
+def test_split_tops_share_the_bottoms_memory():
+    """Caffe's Split hands its bottom's memory to its tops; here too. An "in-place" ReLU on a
+    split blob reads its split top and writes a new blob (the net renames its bottom), so the
+    Power layer beside it still reads the unrectified values in its backward pass."""
+    net = small_net()
+    assert np.shares_memory(net.blobs["pool_pool_0_split_0"].data, net.blobs["pool"].data)
+    assert np.shares_memory(net.blobs["pool_pool_0_split_1"].data, net.blobs["pool"].data)
+    net = Net(REWRITTEN_SPLIT, TRAIN, dtype=np.float64, seed=0)
+    assert [l.share for l in net.layers if l.type == "Split"] == [True]
+    assert not np.shares_memory(net.blobs["h"].data, net.blobs["h_ip_0_split_1"].data)
+    net.blobs["x"].data[...] = np.random.default_rng(3).normal(size=(3, 4))
+    net.forward_layers()
+    net.clear_param_diffs()
+    net.backward_layers()
+    weights = net.params["ip"][0]
+    analytic = weights.diff.copy()
+    eps = 1e-6
+    for k in range(weights.count):
+        flat = weights.data.reshape(-1)
+        orig = flat[k]
+        flat[k] = orig + eps
+        plus = net.forward_layers()
+        flat[k] = orig - eps
+        minus = net.forward_layers()
+        flat[k] = orig
+        assert (plus - minus) / (2 * eps) == pytest.approx(analytic.reshape(-1)[k], abs=1e-6)
+
+
 def test_backward_only_where_needed():
     net = small_net(TEST)
     need = dict(zip([l.name for l in net.layers], net._layer_need_backward))

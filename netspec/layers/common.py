@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
+from ..blob import buffer
 from ..kernels import kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
@@ -109,16 +110,28 @@ class Softmax(Layer):
 
 @register_layer("Split")
 class Split(Layer):
-    """Copies one blob to several consumers; their gradients are summed (inserted automatically)."""
+    """One blob to several consumers; their gradients are summed (inserted automatically).
+    The tops share the bottom's memory, as Caffe's do, unless the net found a consumer that
+    rewrites one of them in place (`share`, set by the net): then each top is a copy."""
     tops = (1, None)
     summary = "one blob to several consumers (gradients summed); inserted automatically"
+    share = False
 
     def reshape(self, bottom, top):
+        x = bottom[0].data
         for t in top:
-            if t is not bottom[0]:
-                t.reshape(bottom[0].shape)
+            if t is bottom[0]:
+                continue
+            if not self.share:
+                t.reshape(x.shape)
+                continue
+            t.data = x  # the same array: nothing to copy in forward
+            if t.diff.shape != x.shape:
+                t.diff = buffer(x.shape, x.dtype)
 
     def forward(self, bottom, top):
+        if self.share:
+            return
         for t in top:
             if t is not bottom[0]:
                 t.data[...] = bottom[0].data
