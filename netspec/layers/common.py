@@ -137,8 +137,12 @@ class Split(Layer):
                 t.data[...] = bottom[0].data
 
     def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            total = top[0].diff.copy()
-            for t in top[1:]:
-                total += t.diff
-            bottom[0].diff[...] = total
+        if not propagate_down[0]:
+            return
+        dx = bottom[0].diff  # only top 0 can be the bottom itself (in place): read first
+        if len(top) == 1:
+            np.copyto(dx, top[0].diff)
+        else:  # the tops' diffs summed in order, straight into the bottom's
+            np.add(top[0].diff, top[1].diff, out=dx)
+            for t in top[2:]:
+                dx += t.diff
