@@ -173,6 +173,35 @@ def test_convolution_direct_matches_columns(direct_everywhere, monkeypatch, m, e
                                             passes):
     """float32 as trained: the direct kernels agree with im2col + GEMM, weight gradients add
     to what the diff held (iter_size accumulates), and the bits do not depend on threads."""
+    assert_direct_matches_columns(monkeypatch, m, extra, shape)
+
+
+PLANE_CASES = [  # (m, extra, shape): forward by the planes kernel (runs too short for rows)
+    (4, "kernel_size: 5", (2, 1, 14, 18)),  # one channel, as LeNet's conv1
+    (5, "kernel_size: 5 pad: 2", (2, 3, 12, 16)),  # an odd filter count: pairs overlap
+    (6, "kernel_size: 5 group: 2 pad: 2", (1, 4, 12, 16)),
+    (2, "kernel_h: 3 kernel_w: 10 pad_w: 1", (1, 2, 4, 40)),  # two passes a kernel row
+]
+
+
+@pytest.mark.parametrize("phase", [0, 1])
+@pytest.mark.parametrize("m,extra,shape", PLANE_CASES)
+def test_convolution_gradients_planes(m, extra, shape, phase):
+    """The planes kernel's forward against numeric differentiation; in training only beside
+    a direct weight gradient (else im2col's columns serve both passes)."""
+    layer, _, _ = run(CONV.format(m=m, extra=extra), np.zeros(shape), phase=phase)
+    assert not layer.direct_forward
+    assert layer.plane_forward == (phase == 1 or layer.direct_weight_grad)
+    assert_gradients(CONV.format(m=m, extra=extra),
+                     np.random.default_rng(0).normal(size=shape), phase=phase)
+
+
+@pytest.mark.parametrize("m,extra,shape", PLANE_CASES[:2])
+def test_convolution_planes_match_columns(monkeypatch, m, extra, shape):
+    assert_direct_matches_columns(monkeypatch, m, extra, shape)
+
+
+def assert_direct_matches_columns(monkeypatch, m, extra, shape):
     import netspec
     from netspec.layers import vision
     x = np.random.default_rng(3).normal(size=shape).astype(np.float32)

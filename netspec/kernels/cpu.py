@@ -19,7 +19,8 @@ import math
 import numpy as np
 from numba import njit, prange, uint64 as u
 
-from .direct import add_weight_grad, conv_rows, to_padded_rows, to_planes, to_rows  # noqa: F401
+from .direct import (add_weight_grad, conv_planes, conv_rows, to_padded_rows,  # noqa: F401
+                     to_planes, to_rows)
 from .workers import piece_size, run as run_pieces  # noqa: F401 - the layers' entry points
 
 _jit = njit(parallel=True, cache=True, nogil=True)

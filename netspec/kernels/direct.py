@@ -206,3 +206,52 @@ def _add_weight_grad(xp, dy, groups, kh, kw, wp, zero, dw, threads):
                     continue  # the previous tile's filter
                 for tap in range(taps):
                     dw[g * mg + m0 + dm, ch, tap // kw, tap % kw] += acc[4 * (k - first) + dm, tap]
+
+
+@_jit
+def conv_planes(xp, w, bias, groups, wp, zero, y):
+    """y (N, M, OH, OW) = bias + stride-1 correlation of xp (N, C, Hp * Wp + tail), from
+    to_planes, with w (M, C/G, KH, KW). Needs M/G >= 2 and KW a multiple of 5.
+
+    For few input channels (LeNet's conv1 has one: the rows kernel's runs would be 5 long) the
+    vectors run along the output instead: a filter pair's outputs over whole padded rows (Wp
+    wide, the last KW - 1 of each row cropped) gain a kernel row of taps per pass, five taps
+    a pass from registers."""
+    n, m, oh, ow = y.shape
+    kh, kw = w.shape[2], w.shape[3]
+    mg, cg = m // groups, xp.shape[1] // groups
+    span = u((oh - 1) * wp + ow)  # the last output's position + 1
+    pairs = (mg + 1) // 2
+    has_bias = bias.shape[0] > 0
+    xs = xp.reshape(-1)
+    for t in prange(n * groups * pairs):
+        b, g, k = t // (groups * pairs), (t // pairs) % groups, t % pairs
+        f0 = g * mg + min(2 * k, mg - 2)
+        acc0, acc1 = np.empty(span, y.dtype), np.empty(span, y.dtype)
+        add0 = bias[f0] if has_bias else zero
+        add1 = bias[f0 + 1] if has_bias else zero
+        for p in range(span):
+            acc0[p] = add0
+            acc1[p] = add1
+        for ch in range(cg):
+            plane = u((b * xp.shape[1] + g * cg + ch) * xp.shape[2])
+            for i in range(kh):
+                v, z = w[f0, ch, i], w[f0 + 1, ch, i]
+                for j in range(0, kw, 5):
+                    run = plane + u(i * wp + j)
+                    v0, v1, v2, v3, v4 = v[j], v[j + 1], v[j + 2], v[j + 3], v[j + 4]
+                    z0, z1, z2, z3, z4 = z[j], z[j + 1], z[j + 2], z[j + 3], z[j + 4]
+                    for p in range(span):
+                        q = run + p
+                        a0, a1, a2, a3, a4 = xs[q], xs[q + u(1)], xs[q + u(2)], xs[q + u(3)], xs[q + u(4)]
+                        acc0[p] += v0 * a0 + v1 * a1 + v2 * a2 + v3 * a3 + v4 * a4
+                        acc1[p] += z0 * a0 + z1 * a1 + z2 * a2 + z3 * a3 + z4 * a4
+        for df in range(2):
+            if min(2 * k, mg - 2) + df < 2 * k:
+                continue  # the previous pair stored this filter
+            acc = acc0 if df == 0 else acc1
+            out = y[b, f0 + df].reshape(-1)
+            for r in range(oh):
+                src, dst = u(r * wp), u(r * ow)
+                for q in range(u(ow)):
+                    out[dst + q] = acc[src + q]

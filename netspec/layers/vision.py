@@ -75,7 +75,9 @@ COL_ELEMENTS = 1 << 25
 #: input gradient at most DIRECT_MAX_WASTE times the useful work (zeros it multiplies), for
 #: the weight gradient at least DIRECT_MIN_PLANE output positions per image (its dot products);
 #: and at most DIRECT_MAX_FILTERS filters per group (with more, BLAS's GEMM amortises im2col and
-#: wins: ResNet-50's 14x14 and 7x7 stages, CaffeNet's conv3-5)
+#: wins: ResNet-50's 14x14 and 7x7 stages, CaffeNet's conv3-5). A forward pass with runs too
+#: short (few channels) takes the planes kernel when its rows are at most DIRECT_MAX_WASTE
+#: times the output's width.
 DIRECT = True
 DIRECT_MIN_RUN = 32
 DIRECT_MAX_FILTERS = 64
@@ -94,7 +96,7 @@ class Convolution(Layer):
     param_field = "convolution_param"
     Params = ConvolutionView
     summary = "2-D convolution (im2col + GEMM): num_output, kernel/stride/pad/dilation, group"
-    direct_forward = direct_input_grad = direct_weight_grad = False
+    direct_forward = plane_forward = direct_input_grad = direct_weight_grad = False
 
     def layer_setup(self, bottom, top):
         p = self.p
@@ -153,8 +155,14 @@ class Convolution(Layer):
                                   and height * width <= DIRECT_MAX_WASTE * oh * ow)
         self.direct_weight_grad = (plain and stride1 and 4 <= mg <= DIRECT_MAX_FILTERS
                                    and kh * kw >= 3 and oh * ow >= DIRECT_MIN_PLANE)
+        # too few channels for the rows kernel's runs (LeNet's conv1, cifar10_quick's): the
+        # planes kernel, vectorised along the output rows, five taps a pass
+        self.plane_forward = (plain and not self.direct_forward and p.strides == (1, 1)
+                              and 2 <= mg <= DIRECT_MAX_FILTERS and kw % 5 == 0
+                              and width + 2 * pw <= DIRECT_MAX_WASTE * ow)
         if self.phase == 0 and not self.direct_weight_grad:
-            self.direct_forward = False  # im2col once, for the forward GEMM and for dW
+            # im2col once, for the forward GEMM and for dW
+            self.direct_forward = self.plane_forward = False
 
     # -- the column machinery, shared with Deconvolution (which runs it the other way) ----------
     def plan_columns(self, n: int, channels: int, plane: int, outputs: int,
@@ -173,7 +181,7 @@ class Convolution(Layer):
         self.sizes = (self.col_rows * self.chunk * plane, outputs * self.chunk * plane)
         # TRAIN keeps this layer's columns from forward for backward; TEST (deploy nets, deep
         # ones included) shares one workspace between all convolutions, as does a direct forward
-        self.shared = self.phase == 1 or self.direct_forward
+        self.shared = self.phase == 1 or self.direct_forward or self.plane_forward
         if not self.shared:
             self.own = [buffer((size,), self.dtype) for size in self.sizes]
         self.col_images = None  # (first, last) of the chunk whose columns col_buf holds
@@ -253,6 +261,15 @@ class Convolution(Layer):
         kernels.to_rows(images, g, *pads, rows)
         return rows
 
+    def direct_planes(self, kernels, images):
+        """images (N, C, H, W) padded in the planes layout of the direct kernels."""
+        n, c, h, w = images.shape
+        ph, pw = self.p.pads
+        size = (h + 2 * ph) * (w + 2 * pw) + self.p.kernel[1]
+        planes = workspace("direct planes", n * c * size, self.dtype).reshape(n, c, size)
+        kernels.to_planes(images, ph, pw, planes)
+        return planes
+
     def direct_filters(self, flip: bool):
         """The filters as the rows layout's (G, M/G, KH, KW C/G), or for the input gradient
         flipped and transposed: (G, C/G, KH, KW M/G)."""
@@ -269,11 +286,16 @@ class Convolution(Layer):
         p = self.p
         x = bottom[0].data
         kernels = kernels_for(x)
-        if self.direct_forward:
+        if self.direct_forward or self.plane_forward:
             bias = self.blobs[1].data if p.bias_term else absent(self.dtype)
-            kernels.conv_rows(self.direct_rows(kernels, x, p.pads), self.direct_filters(False),
-                              bias, x.shape[1] // p.group, *p.strides, self.dtype.type(0),
-                              top[0].data)
+            zero = self.dtype.type(0)
+            if self.direct_forward:
+                kernels.conv_rows(self.direct_rows(kernels, x, p.pads),
+                                  self.direct_filters(False), bias, x.shape[1] // p.group,
+                                  *p.strides, zero, top[0].data)
+            else:
+                kernels.conv_planes(self.direct_planes(kernels, x), self.blobs[0].data, bias,
+                                    p.group, x.shape[3] + 2 * p.pads[1], zero, top[0].data)
             self.col_images = None
             return
         w = self.blobs[0].data.reshape(p.group, p.num_output // p.group, -1)
@@ -323,9 +345,8 @@ class Convolution(Layer):
         p = self.p
         n, c, h, w = x.shape
         kh, kw = p.kernel
-        hp, wp = h + 2 * p.pads[0], w + 2 * p.pads[1]
-        planes = workspace("direct planes", n * c * (hp * wp + kw), self.dtype).reshape(n, c, -1)
-        kernels.to_planes(x, *p.pads, planes)
+        wp = w + 2 * p.pads[1]
+        planes = self.direct_planes(kernels, x)
         dy_rows = workspace("direct dy", n * p.num_output * self.out_hw[0] * wp,
                             self.dtype).reshape(n, p.num_output, -1)
         kernels.to_padded_rows(dy, wp, dy_rows)
