@@ -5,7 +5,8 @@ by pass, on the convolutions of cifar10_quick, LeNet, CaffeNet and ResNet-50.
 
 Prints milliseconds per forward and per backward (both gradients) of a training layer for
 both paths (best of three) and checks they agree; "passes" names those the layer runs direct
-(f forward, x input gradient, w weight gradient; '-' for im2col + GEMM). The thresholds in
+(f forward by the rows kernel, p by the planes kernel, x input gradient, w weight gradient;
+'-' for im2col + GEMM). The thresholds in
 layers/vision.py (DIRECT_*) come from figures like these."""
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ LAYERS = [
     ("cifar10_quick conv1", (100, 3, 32, 32), 32, 5, 2, 1),
     ("cifar10_quick conv2", (100, 32, 16, 16), 32, 5, 2, 1),
     ("cifar10_quick conv3", (100, 32, 8, 8), 64, 5, 2, 1),
+    ("LeNet conv1", (64, 1, 28, 28), 20, 5, 0, 1),
     ("LeNet conv2", (64, 20, 12, 12), 50, 5, 0, 1),
     ("ResNet-50 res2 3x3, batch 1", (1, 64, 56, 56), 64, 3, 1, 1),
     ("ResNet-50 res4 3x3, batch 1", (1, 256, 14, 14), 256, 3, 1, 1),
@@ -80,11 +82,13 @@ def main():
             backward()
             results[direct] = (fwd, bwd, top[0].data.copy(), bottom[0].diff.copy(),
                                layer.blobs[0].diff.copy(),
-                               (layer.direct_forward, layer.direct_input_grad,
-                                layer.direct_weight_grad))
+                               ("f" if layer.direct_forward else
+                                "p" if layer.plane_forward else "-",
+                                "x" if layer.direct_input_grad else "-",
+                                "w" if layer.direct_weight_grad else "-"))
         for a, b in zip(results[True][2:5], results[False][2:5]):
             np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3 * np.abs(b).max())
-        flags = "".join("fxw"[k] if on else "-" for k, on in enumerate(results[True][5]))
+        flags = "".join(results[True][5])
         print(f"{name:30s} {flags:>6s} {results[True][0]:10.2f} {results[False][0]:8.2f} "
               f"{results[True][1]:10.2f} {results[False][1]:8.2f}")
 

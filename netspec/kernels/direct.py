@@ -18,6 +18,9 @@ Two layouts make the runs contiguous:
   3 taps (no tap wasted on 3x3 kernels, 2 of 27 on 5x5; 3 x 4 wasted a quarter of a 3x3's
   work and made cifar10_quick's weight gradients 1.2-1.5x slower).
 
+With one to a few input channels those runs are too short to vectorise (LeNet's conv1: 5);
+the planes kernel then runs its vectors along the output rows instead (conv_planes).
+
 Each output element is one iteration's sum in a fixed order: results are the same on any number
 of threads. Tiles at the edges overlap the previous tile and store only what it did not."""
 from __future__ import annotations
