@@ -1,10 +1,12 @@
 """SoftmaxWithLoss and Accuracy: hand-worked values, Caffe's normalisation and clamp, gradients."""
 import math
+import re
 
 import numpy as np
 import pytest
 
-from conftest import assert_gradients, run
+from conftest import assert_gradients, make_layer, run
+from netspec.blob import Blob
 
 SCORES = np.random.default_rng(0).normal(size=(4, 5, 3))
 LABELS = np.array([[0, 1, 2], [4, 3, 2], [2, 2, 1], [0, 0, 4]])
@@ -64,6 +66,48 @@ def test_softmax_loss_against_torch():
     top[0].diff[...] = 1
     layer.backward(top, [True, False], bottom)
     np.testing.assert_allclose(bottom[0].diff, x.grad.numpy(), atol=1e-14)
+
+
+@pytest.mark.parametrize("bad", [5, -1, 2147483647, float("nan"), float("inf")])
+def test_softmax_loss_rejects_labels_outside_the_classes(bad):
+    """The first counted label outside [0, C), or not finite, is named; an ignored one is not."""
+    from netspec.layers import LayerSetupError
+    labels = LABELS.astype(float)
+    labels[1, 2] = bad
+    with pytest.raises(LayerSetupError, match=re.escape(f"label {bad:g} is out of range for 5")):
+        run('type: "SoftmaxWithLoss"', SCORES, labels)
+    if math.isfinite(bad):
+        _, _, top = run(f'type: "SoftmaxWithLoss" loss_param {{ ignore_label: {int(bad)} }}',
+                        SCORES, labels)
+        assert math.isfinite(float(top[0].data))
+
+
+@pytest.mark.parametrize("ignore", [None, 3])
+def test_softmax_loss_kernel_matches_numpy(ignore):
+    """float32 as trained: the fused kernel's probabilities, labels (fractions truncated as
+    numpy casts them) and loss are the bits of softmax + take_along_axis + log in numpy."""
+    from netspec.layers.common import softmax
+    from netspec.layers.loss import FLT_MIN
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(6, 5, 2, 3)).astype(np.float32)
+    labels = rng.integers(0, 5, size=(6, 1, 2, 3)) + rng.choice([0.0, 0.25, 0.75], (6, 1, 2, 3))
+    extra = "" if ignore is None else f" loss_param {{ ignore_label: {ignore} }}"
+    layer = make_layer(f'type: "SoftmaxWithLoss"{extra}')
+    bottom = [Blob(x.shape, np.float32), Blob(labels.shape, np.float32)]
+    bottom[0].data[...], bottom[1].data[...] = x, labels
+    top = [Blob((), np.float32), Blob((), np.float32)]
+    layer.setup(bottom, top)
+    layer.forward(bottom, top)
+    prob = softmax(x, 1).reshape(6, 5, 6)
+    as_int = labels.astype(np.float32).astype(np.int64).reshape(6, 6)
+    valid = np.ones_like(as_int, bool) if ignore is None else as_int != ignore
+    safe = np.where(valid, as_int, 0)
+    picked = np.take_along_axis(prob, safe[:, None, :], axis=1)[:, 0, :]
+    losses = -np.log(np.maximum(picked, FLT_MIN))
+    np.testing.assert_array_equal(top[1].data.reshape(6, 5, 6), prob)
+    np.testing.assert_array_equal(layer.labels, safe)
+    np.testing.assert_array_equal(layer.valid, valid)
+    assert top[0].data == np.float32((losses * valid).sum() / valid.sum())
 
 
 def test_label_count_mismatch_is_an_error():

@@ -605,6 +605,43 @@ def softmax(x, y):
             y[o, k, i] /= total
 
 
+@_jit
+def softmax_labels(x, labels, ignore, has_ignore, y, picked, as_int, valid):
+    """SoftmaxWithLoss's forward but the log: y = softmax over axis 1 of x (outer, C, inner),
+    as `softmax` computes it; for each position its label truncated to an int (0 where it does
+    not count), whether it counts (not ignore_label), and the probability it picks. Returns the
+    flat index of the first counted label outside [0, C) or not finite, else outer * inner.
+    One kernel instead of a dozen numpy calls: LeNet's loss forward 0.20 -> 0.08 ms."""
+    outer, c, inner = x.shape
+    first_bad = outer * inner
+    for t in prange(outer * inner):
+        o = t // inner
+        i = t % inner
+        top = x[o, 0, i]
+        for k in range(1, c):
+            top = max(top, x[o, k, i])
+        total = x.dtype.type(0)
+        for k in range(c):
+            e = math.exp(x[o, k, i] - top)
+            y[o, k, i] = e
+            total += e
+        for k in range(c):
+            y[o, k, i] /= total
+        label = labels[o, i]
+        finite = math.isfinite(label)
+        k = int(label) if finite else -1
+        counts = not has_ignore or k != ignore
+        if counts and (k < 0 or k >= c or not finite):
+            first_bad = min(first_bad, t)
+            k = 0
+        if not counts:
+            k = 0
+        as_int[o, i] = k
+        valid[o, i] = counts
+        picked[o, i] = y[o, k, i]
+    return first_bad
+
+
 # -- LRN -----------------------------------------------------------------------------------------
 @_jit
 def lrn_across(x, size, alpha_over_n, k, beta, scale, y):

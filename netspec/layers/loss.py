@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
+from ..kernels import kernels_for
 from .base import Layer, LayerSetupError, canonical_axis
 from .common import softmax
 
@@ -74,9 +75,13 @@ def class_labels(bottom, outer: int, inner: int, axis: int, ignore_label: int | 
     classes = bottom[0].shape[axis]
     bad = valid & ((as_int < 0) | (as_int >= classes) | ~np.isfinite(labels))
     if bad.any():
-        raise LayerSetupError(f"label {labels[bad][0]:g} is out of range for {classes} classes "
-                              f"(labels must be 0 to {classes - 1})")
+        raise LayerSetupError(out_of_range(labels[bad][0], classes))
     return np.where(valid, as_int, 0), valid
+
+
+def out_of_range(label, classes: int) -> str:
+    return (f"label {label:g} is out of range for {classes} classes "
+            f"(labels must be 0 to {classes - 1})")
 
 
 @register_layer("SoftmaxWithLoss")
@@ -109,12 +114,20 @@ class SoftmaxWithLoss(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        prob = softmax(x, self.axis)
-        self.prob = prob.reshape(self.outer, -1, self.inner)
-        labels, valid = self._labels(bottom)
-        picked = np.take_along_axis(self.prob, labels[:, None, :], axis=1)[:, 0, :]
+        shape = (self.outer, x.shape[self.axis], self.inner)
+        prob = np.empty_like(x)
+        self.prob = prob.reshape(shape)
+        labels = bottom[1].data.reshape(self.outer, self.inner)
+        as_int = np.empty(labels.shape, np.int64)
+        valid = np.empty(labels.shape, bool)
+        picked = np.empty(labels.shape, x.dtype)
+        ignore = self.p.ignore_label
+        bad = kernels_for(x).softmax_labels(x.reshape(shape), labels, ignore or 0,
+                                            ignore is not None, self.prob, picked, as_int, valid)
+        if bad < labels.size:
+            raise LayerSetupError(out_of_range(labels.flat[bad], shape[1]))
         losses = -np.log(np.maximum(picked, FLT_MIN))
-        self.labels, self.valid = labels, valid  # for backward (bottom[1] is not changed)
+        self.labels, self.valid = as_int, valid  # for backward (bottom[1] is not changed)
         self.norm = self._normaliser(int(valid.sum()))
         top[0].data[...] = (losses * valid).sum() / self.norm
         if len(top) > 1:
