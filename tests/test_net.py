@@ -65,17 +65,23 @@ def test_loss_combines_weights_and_net_gradient_is_numeric():
     net.clear_param_diffs()
     net.backward_layers()
     analytic = [p.blob.diff.copy() for p in net.learnable_params]
-    eps = 1e-6
     for info, grad in zip(net.learnable_params, analytic):
-        flat = info.blob.data.reshape(-1)
-        for k in range(0, flat.size, max(1, flat.size // 7)):
-            orig = flat[k]
-            flat[k] = orig + eps
-            plus = net.forward_layers()
-            flat[k] = orig - eps
-            minus = net.forward_layers()
-            flat[k] = orig
-            assert (plus - minus) / (2 * eps) == pytest.approx(grad.reshape(-1)[k], abs=1e-6)
+        assert_numeric_gradient(net, info.blob, grad, max(1, grad.size // 7))
+
+
+def assert_numeric_gradient(net, blob, analytic, step=1):
+    """Central differences of the net's loss in every `step`-th element of blob's data agree
+    with the analytic gradient."""
+    eps = 1e-6
+    flat = blob.data.reshape(-1)
+    for k in range(0, flat.size, step):
+        orig = flat[k]
+        flat[k] = orig + eps
+        plus = net.forward_layers()
+        flat[k] = orig - eps
+        minus = net.forward_layers()
+        flat[k] = orig
+        assert (plus - minus) / (2 * eps) == pytest.approx(analytic.reshape(-1)[k], abs=1e-6)
 
 
 REWRITTEN_SPLIT = f"""
@@ -104,17 +110,7 @@ def test_split_tops_share_the_bottoms_memory():
     net.clear_param_diffs()
     net.backward_layers()
     weights = net.params["ip"][0]
-    analytic = weights.diff.copy()
-    eps = 1e-6
-    for k in range(weights.count):
-        flat = weights.data.reshape(-1)
-        orig = flat[k]
-        flat[k] = orig + eps
-        plus = net.forward_layers()
-        flat[k] = orig - eps
-        minus = net.forward_layers()
-        flat[k] = orig
-        assert (plus - minus) / (2 * eps) == pytest.approx(analytic.reshape(-1)[k], abs=1e-6)
+    assert_numeric_gradient(net, weights, weights.diff.copy())
 
 
 def test_backward_only_where_needed():

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
+from ..kernels import kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
-from ..kernels import kernels_for
 from .base import Layer, LayerSetupError, canonical_axis
 from .common import softmax
 
