@@ -8,6 +8,7 @@ import numpy as np
 
 from .blob import Blob, proto_array
 from .compat import default_rng
+from . import fusion
 from .errors import DataError, SpecError, WeightsError
 from .graph import filter_net, insert_splits
 from .log import logger
@@ -220,6 +221,7 @@ class Net:
                     for j, nb in enumerate(self._bottom_need_backward[i])]
         for layer, needed in zip(self.layers, self._layer_need_backward):
             layer.runs_backward = needed
+        self._fused = fusion.plan(self)
         self.outputs = sorted(n for n in self.blobs if n not in consumed)  # Caffe: alphabetical
         self.layer_dict = OrderedDict((l.name, l) for l in self.layers)
 
@@ -272,13 +274,18 @@ class Net:
         are reshaped before every forward, as Caffe does for every layer."""
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
+        ran_to = -1  # the last follower a fused head ran (netspec/fusion.py)
         for i in range(start, end + 1):
             layer, bottoms, tops = self.layers[i], self.bottom_ids[i], self.top_ids[i]
             try:
-                shapes = tuple(b.data.shape for b in bottoms)
-                if shapes != self._reshaped_for[i] or layer.type == "Python":
-                    layer.reshape(bottoms, tops)
-                    self._reshaped_for[i] = shapes
+                self._reshape_if_needed(i)
+                chain = self._fused.get(i, ())
+                if i <= ran_to:
+                    continue
+                if chain and chain[-1] <= end and layer.forward_fused(
+                        bottoms, tops, [self.layers[j] for j in chain]):
+                    ran_to = chain[-1]  # followers reshape in their turn: in place, no change
+                    continue
                 layer.forward(bottoms, tops)
             except LayerSetupError as e:  # bad data met at run time, e.g. a label too large
                 raise self._error(i, str(e), e.field) from None
@@ -286,6 +293,13 @@ class Net:
                 if w:
                     loss += w * float(top.data.sum())
         return loss
+
+    def _reshape_if_needed(self, i: int) -> None:
+        layer, bottoms = self.layers[i], self.bottom_ids[i]
+        shapes = tuple(b.data.shape for b in bottoms)
+        if shapes != self._reshaped_for[i] or layer.type == "Python":
+            layer.reshape(bottoms, self.top_ids[i])
+            self._reshaped_for[i] = shapes
 
     def backward_layers(self, start: int | None = None, end: int = 0,
                         top_diffs: dict | None = None) -> None:

@@ -191,3 +191,17 @@ def test_solver_steps_match_their_formulas():
     cpu.adam_step(g, m, v, 0.01, 0.9, 0.999, 0.3, 1e-8)
     mm, vv = 0.9 * h0 + 0.1 * g0, 0.999 * h20 + 0.001 * g0 ** 2
     np.testing.assert_allclose(g, 0.01 * 0.3 * mm / (np.sqrt(vv) + 1e-8))
+
+
+def test_matmul_add_accumulates_block_by_block(monkeypatch):
+    """out += a @ b through the small buffer, several blocks of rows (and a transposed a, as
+    the weight gradients pass it): exact on integer-valued floats."""
+    from netspec.kernels import gemm
+    monkeypatch.setattr(gemm, "BLOCK", 40)
+    rng = np.random.default_rng(0)
+    a = rng.integers(-4, 5, (3, 11)).astype(np.float32).T  # (11, 3), not C-contiguous
+    b = rng.integers(-4, 5, (3, 7)).astype(np.float32)
+    out = rng.integers(-4, 5, (11, 7)).astype(np.float32)
+    expected = out + a @ b
+    cpu.matmul_add(out, a, b)
+    assert np.array_equal(out, expected)

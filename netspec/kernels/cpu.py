@@ -21,6 +21,7 @@ from numba import njit, prange, uint64 as u
 
 from .direct import (add_weight_grad, conv_planes, conv_rows, to_padded_rows,  # noqa: F401
                      to_planes, to_rows)
+from .gemm import matmul_add  # noqa: F401
 from .workers import piece_size, run as run_pieces  # noqa: F401 - the layers' entry points
 
 _jit = njit(parallel=True, cache=True, nogil=True)
@@ -186,15 +187,16 @@ def add_bias(x, bias):
 @_jit
 def channel_affine(x, sub, mul, add, y):
     """y = (x - sub[c]) * mul[c] + add[c] over x (N, C, P), one pass (BatchNorm with stored
-    statistics, Scale); an empty sub or add is 0."""
+    statistics, Scale); an empty sub or add is 0. Each operation in the arrays' type, as Caffe
+    and PyTorch compute (a literal 0 for the empty terms would make numba use float64)."""
     n, c, plane = x.shape
     has_sub, has_add = sub.shape[0] > 0, add.shape[0] > 0
     src, dst = x.reshape(-1), y.reshape(-1)
     for t in prange(n * c):
         k = t % c
         m = mul[k]
-        s = sub[k] if has_sub else 0
-        a = add[k] if has_add else 0
+        s = sub[k] if has_sub else m
+        a = add[k] if has_add else m
         o = u(t * plane)
         for p in range(u(plane)):
             v = src[o + p]
@@ -203,6 +205,33 @@ def channel_affine(x, sub, mul, add, y):
             v = v * m
             if has_add:
                 v = v + a
+            dst[o + p] = v
+
+
+@_jit
+def channel_affine_twice(x, sub, mul, scale, shift, relu, slope, y):
+    """BatchNorm with stored statistics, then a Scale, then (with `relu`) a ReLU, over x
+    (N, C, P) in one pass: the float operations of `channel_affine` twice and of `relu`, so
+    the result is the three layers' own to the bit (inference fusion, netspec/fusion.py).
+    An empty scale is no Scale step, an empty shift no shift."""
+    n, c, plane = x.shape
+    has_scale, has_shift = scale.shape[0] > 0, shift.shape[0] > 0
+    src, dst = x.reshape(-1), y.reshape(-1)
+    slope = y.dtype.type(slope)
+    for t in prange(n * c):
+        k = t % c
+        s, m = sub[k], mul[k]
+        g = scale[k] if has_scale else m
+        b = shift[k] if has_shift else m
+        o = u(t * plane)
+        for p in range(u(plane)):
+            v = (src[o + p] - s) * m
+            if has_scale:
+                v = v * g
+                if has_shift:
+                    v = v + b
+            if relu:
+                v = _relu_value(v, slope)
             dst[o + p] = v
 
 
@@ -484,17 +513,33 @@ def stochastic_pool_test_grad(x, y, dy, kh, kw, sh, sw, dx):
 
 
 # -- element-wise --------------------------------------------------------------------------------
+@_serial
+def _relu_value(v, slope):
+    return v if v > 0 else v * slope
+
+
 @_jit
 def relu(x, slope, y):
-    """y = x where x > 0, else slope * x (flat arrays; y may be x)."""
+    """y = x where x > 0, else slope * x (flat arrays; y may be x). The slope in y's type, as
+    Caffe's Dtype negative_slope (a float64 product would also halve the vector width)."""
+    slope = y.dtype.type(slope)
     for i in prange(x.size):
-        v = x[i]
-        y[i] = v if v > 0 else v * slope
+        y[i] = _relu_value(x[i], slope)
+
+
+@_jit
+def add_relu(a, b, slope, y):
+    """y = relu(a + b) in one pass (flat arrays; y may be a or b): an Eltwise sum and the ReLU
+    in place on it, the same float operations as the two layers' passes."""
+    slope = y.dtype.type(slope)
+    for i in prange(y.size):
+        y[i] = _relu_value(a[i] + b[i], slope)
 
 
 @_jit
 def relu_grad(y, dy, slope, dx):
     """dx = dy where the output is positive (same sign as the input), else slope * dy."""
+    slope = dx.dtype.type(slope)
     for i in prange(y.size):
         dx[i] = dy[i] if y[i] > 0 else dy[i] * slope
 

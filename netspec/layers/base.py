@@ -95,6 +95,15 @@ class Layer:
     def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
         raise NotImplementedError
 
+    #: layer types this layer can run in its own pass when they follow it in place
+    #: (inference fusion, netspec/fusion.py), in the order they must come
+    absorbs: tuple[str, ...] = ()
+
+    def forward_fused(self, bottom: list[Blob], top: list[Blob], followers: list) -> bool:
+        """forward, then the `followers` (layers of `absorbs`, in place on top 0) in one pass,
+        the result theirs to the bit; False, with nothing done, where this pass cannot."""
+        return False
+
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
         """Gradients only: bottom diffs are assigned, parameter diffs are added to."""
 

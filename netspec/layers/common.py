@@ -67,9 +67,9 @@ class InnerProduct(Layer):
         dy = top[0].diff.reshape(-1, self.p.num_output)
         x = self._x(bottom)
         if self.p.transpose:
-            self.blobs[0].diff += x.T @ dy
+            kernels_for(dy).matmul_add(self.blobs[0].diff, x.T, dy)
         else:
-            self.blobs[0].diff += dy.T @ x
+            kernels_for(dy).matmul_add(self.blobs[0].diff, dy.T, x)
         if self.p.bias_term:
             kernels_for(dy).add_channel_sums(dy[:, :, None], self.blobs[1].diff)
         if propagate_down[0]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
+from ..kernels import flat, kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
@@ -190,6 +191,21 @@ class Eltwise(Layer):
                                   field="coeff")
         top[0].reshape(bottom[0].shape)
 
+    def _plain_sum(self, first: int) -> bool:
+        """SUM whose first `first` coefficients are 1."""
+        return self.p.operation == "SUM" and all(c == 1.0 for c in self.p.coeff[:first])
+
+    absorbs = ("ReLU",)
+
+    def forward_fused(self, bottom, top, followers):
+        """The sum of two bottoms and the ReLU in place on it in one pass (ResNet's shortcut
+        joins)."""
+        if len(bottom) != 2 or not self._plain_sum(2):
+            return False
+        a, b, y = (flat(blob.data) for blob in (*bottom, top[0]))
+        kernels_for(y).add_relu(a, b, followers[0].p.negative_slope, y)
+        return True
+
     def forward(self, bottom, top):
         xs = [b.data for b in bottom]
         op = self.p.operation
@@ -199,8 +215,12 @@ class Eltwise(Layer):
                 coeff = self.p.coeff or [1.0] * len(xs)
                 y[...] = sum(c * x for c, x in zip(coeff, xs))
                 return
-            for i, x in enumerate(xs):  # in place: no temporaries
-                c = self.p.coeff[i] if self.p.coeff else 1.0
+            first = 0
+            if self._plain_sum(2):  # one pass: the sum that a copy, then an add, makes
+                np.add(xs[0], xs[1], out=y)
+                first = 2
+            for i in range(first, len(xs)):  # in place: no temporaries
+                x, c = xs[i], self.p.coeff[i] if self.p.coeff else 1.0
                 if i == 0 and c == 1.0:
                     np.copyto(y, x)
                 elif i == 0:

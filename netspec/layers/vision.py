@@ -248,7 +248,8 @@ class Convolution(Layer):
         ag, bg = a.shape[0] // groups, b.shape[0] // groups
         for g in range(groups):
             if add:
-                out[g] += a[g * ag:(g + 1) * ag] @ b[g * bg:(g + 1) * bg].T
+                kernels_for(out).matmul_add(out[g], a[g * ag:(g + 1) * ag],
+                                            b[g * bg:(g + 1) * bg].T)
             else:
                 np.matmul(a[g * ag:(g + 1) * ag], b[g * bg:(g + 1) * bg].T, out=out[g])
 
