@@ -430,3 +430,68 @@ def test_spp_levels_by_hand():
     np.testing.assert_array_equal(level1, x.reshape(2, 3, 2, 4, 2, 4).max(axis=(3, 5)))
     _, _, top = run('type: "SPP" spp_param { pyramid_height: 1 pool: AVE }', x)
     np.testing.assert_allclose(top[0].data, x.mean(axis=(2, 3), keepdims=True))
+
+
+WINOGRAD_CASES = [  # (m, extra, shape): 3x3 stride-1 forward passes by Winograd F(2x2, 3x3)
+    (5, "kernel_size: 3 pad: 1", (2, 4, 7, 9)),  # odd output: the last tiles cut
+    (4, "kernel_size: 3", (1, 3, 6, 5)),  # no padding
+    (6, "kernel_size: 3 pad: 2 group: 3", (3, 6, 5, 4)),  # groups, padding past a tile
+    (3, "kernel_size: 3 pad: 1 bias_term: false", (5, 2, 3, 3)),  # tiny planes, no bias
+]
+
+
+def winograd_layer(monkeypatch, m, extra, shape, dtype, winograd=True):
+    """A Convolution that runs no backward (inference), Winograd on or off; small thresholds
+    and pieces so these shapes take it, in several chunks and pieces."""
+    from netspec.kernels import workers
+    from netspec.layers import vision
+    monkeypatch.setattr(vision, "WINOGRAD", winograd)
+    monkeypatch.setattr(vision, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(vision, "WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr(vision, "COL_ELEMENTS", 9 * shape[1] * 81 * 2)  # chunks of ~2 images
+    monkeypatch.setattr(workers, "MIN_COLUMNS", 1)
+    monkeypatch.setattr(workers, "MIN_ELEMENTS", 1)
+    spec = make_layer(CONV.format(m=m, extra=extra)).spec
+    layer = vision.Convolution(spec, 1, dtype, np.random.default_rng(0))
+    layer.runs_backward = False
+    bottom, top = [Blob(shape, dtype)], [Blob((), dtype)]
+    bottom[0].data[...] = np.random.default_rng(3).normal(size=shape)
+    layer.setup(bottom, top)
+    assert layer.winograd_forward == winograd
+    return layer, bottom, top
+
+
+@pytest.mark.parametrize("m,extra,shape", WINOGRAD_CASES)
+def test_winograd_forward_matches_columns(monkeypatch, m, extra, shape):
+    """Against im2col + GEMM: to float64 rounding, to float32's in float32, and the same bits
+    on one thread and on two."""
+    import netspec
+    out = {}
+    for dtype, winograd, threads in ((np.float64, False, 2), (np.float64, True, 2),
+                                     (np.float32, True, 1), (np.float32, True, 2)):
+        netspec.set_threads(threads)
+        layer, bottom, top = winograd_layer(monkeypatch, m, extra, shape, dtype, winograd)
+        layer.forward(bottom, top)
+        out[dtype, winograd, threads] = top[0].data.copy()
+    netspec.set_threads()
+    exact = out[np.float64, False, 2]
+    np.testing.assert_allclose(out[np.float64, True, 2], exact, rtol=1e-12, atol=1e-12)
+    scale = np.abs(exact).max()
+    np.testing.assert_allclose(out[np.float32, True, 2], exact, atol=1e-5 * scale)
+    np.testing.assert_array_equal(out[np.float32, True, 1], out[np.float32, True, 2])
+
+
+def test_winograd_only_where_no_backward_runs(monkeypatch):
+    """A layer that runs backward keeps im2col's forward (its columns serve the weight
+    gradient), so training numerics are untouched."""
+    from netspec.kernels import cpu
+    layer, bottom, top = winograd_layer(monkeypatch, *WINOGRAD_CASES[0], np.float64)
+    layer.runs_backward = True
+
+    def refuse(*args):
+        raise AssertionError("Winograd ran in a layer that runs backward")
+    monkeypatch.setattr(cpu, "winograd_inputs", refuse)
+    layer.forward(bottom, top)
+    layer.runs_backward = False
+    with pytest.raises(AssertionError, match="Winograd ran"):
+        layer.forward(bottom, top)

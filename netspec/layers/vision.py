@@ -84,6 +84,21 @@ DIRECT_MAX_FILTERS = 64
 DIRECT_MAX_WASTE = 1.3
 DIRECT_MIN_PLANE = 128
 
+#: Winograd F(2x2, 3x3) (kernels/winograd.py) runs the forward pass of a 3x3 stride-1
+#: convolution that nothing runs backward through (inference: the weight gradient wants the
+#: im2col columns), with at least WINOGRAD_MIN_CHANNELS input channels per group (fewer make
+#: its 16 GEMMs too shallow to gain: ResNet-50's 64-channel stage ran as fast either way) and at
+#: least WINOGRAD_MIN_TILES 2x2 tiles a pass (fewer: transforming the filters on every pass,
+#: 16/9 the weights' size, costs more than the GEMMs save: ResNet-50's 7x7 stage at batch 1).
+def winograd_tiles(height: int, width: int) -> tuple[int, int]:
+    """Rows and columns of the 2x2 Winograd tiles that cover a (height, width) output."""
+    return (height + 1) // 2, (width + 1) // 2
+
+
+WINOGRAD = True
+WINOGRAD_MIN_CHANNELS = 96
+WINOGRAD_MIN_TILES = 32
+
 
 @register_layer("Convolution")
 class Convolution(Layer):
@@ -134,6 +149,7 @@ class Convolution(Layer):
                 field="kernel_size")
         self.out_hw = (oh, ow)
         top[0].reshape(n, p.num_output, oh, ow)
+        self.batch = n
         self.plan_direct(c, h, w, in_place=top[0] is bottom[0])
         self.plan_columns(n, c, oh * ow, p.num_output, in_place=top[0] is bottom[0])
 
@@ -163,6 +179,11 @@ class Convolution(Layer):
         if self.phase == 0 and not self.direct_weight_grad:
             # im2col once, for the forward GEMM and for dW
             self.direct_forward = self.plane_forward = False
+        self.winograd_forward = (WINOGRAD and p.kernel == (3, 3) and p.strides == (1, 1)
+                                 and p.dilations == (1, 1) and max(p.pads) <= 2
+                                 and not in_place and cg >= WINOGRAD_MIN_CHANNELS
+                                 and math.prod(winograd_tiles(oh, ow)) * self.batch
+                                 >= WINOGRAD_MIN_TILES)
 
     # -- the column machinery, shared with Deconvolution (which runs it the other way) ----------
     def plan_columns(self, n: int, channels: int, plane: int, outputs: int,
@@ -287,6 +308,8 @@ class Convolution(Layer):
         p = self.p
         x = bottom[0].data
         kernels = kernels_for(x)
+        if self.winograd_forward and not self.runs_backward:
+            return self.forward_winograd(kernels, x, top[0].data)
         if self.direct_forward or self.plane_forward:
             bias = self.blobs[1].data if p.bias_term else absent(self.dtype)
             zero = self.dtype.type(0)
@@ -320,6 +343,32 @@ class Convolution(Layer):
             self.col_images = (first, last)
         if self.shared:  # the next convolution writes over the workspace
             self.col_images = None
+
+    def forward_winograd(self, kernels, x, y):
+        """Transform the filters, then each piece of images: transform its tiles, 16 GEMMs
+        per group, transform back into y (with the bias)."""
+        p = self.p
+        g, m, c = p.group, p.num_output, x.shape[1]
+        th, tw = winograd_tiles(*self.out_hw)
+        per_image = th * tw
+        u = workspace("winograd filters", 16 * m * (c // g), self.dtype)
+        kernels.winograd_filters(self.blobs[0].data, g, u.reshape(16, g, m // g, c // g))
+        u = u.reshape(16 * g, m // g, c // g)
+        bias = self.blobs[1].data if p.bias_term else absent(self.dtype)
+        inputs = workspace("winograd inputs", 16 * c * per_image * self.chunk, self.dtype)
+        products = workspace("winograd products", 16 * m * per_image * self.chunk, self.dtype)
+
+        def piece(_, start, stop):
+            count = per_image * (stop - start)
+            v = inputs[16 * c * per_image * (start - first):][:16 * c * count]
+            mm = products[16 * m * per_image * (start - first):][:16 * m * count]
+            kernels.winograd_inputs(x[start:stop], *p.pads, th, tw, v.reshape(16, c, count))
+            np.matmul(u, v.reshape(16 * g, c // g, count), out=mm.reshape(16 * g, m // g, count))
+            kernels.winograd_outputs(mm.reshape(16, m, count), bias, th, tw, y[start:stop])
+
+        for first, last in self.chunks(x.shape[0]):
+            kernels.run_pieces(piece, first, last, self.piece)
+        self.col_images = None
 
     def backward(self, top, propagate_down, bottom):
         p = self.p
