@@ -86,18 +86,19 @@ DIRECT_MIN_PLANE = 128
 
 #: Winograd F(2x2, 3x3) (kernels/winograd.py) runs the forward pass of a 3x3 stride-1
 #: convolution that nothing runs backward through (inference: the weight gradient wants the
-#: im2col columns), with at least WINOGRAD_MIN_CHANNELS input channels per group (fewer make
-#: its 16 GEMMs too shallow to gain: ResNet-50's 64-channel stage ran as fast either way) and at
-#: least WINOGRAD_MIN_TILES 2x2 tiles a pass (fewer: transforming the filters on every pass,
-#: 16/9 the weights' size, costs more than the GEMMs save: ResNet-50's 7x7 stage at batch 1).
+#: im2col columns), with at least WINOGRAD_MIN_CHANNELS input channels per group (shallower,
+#: its 16 GEMMs run too far below BLAS's speed to gain) and at least WINOGRAD_MIN_TILES 2x2
+#: tiles a pass (fewer: transforming the filters on every pass, 16/9 the weights' size, costs
+#: more than the GEMMs save, as in ResNet-50's 7x7 stage at batch 1). ResNet-50 batch 1 / 16:
+#: 160 / 2408 ms im2col, 146 / 2004 ms Winograd (64-channel stage included: 150 / 2078 without).
+WINOGRAD = True
+WINOGRAD_MIN_CHANNELS = 64
+WINOGRAD_MIN_TILES = 32
+
+
 def winograd_tiles(height: int, width: int) -> tuple[int, int]:
     """Rows and columns of the 2x2 Winograd tiles that cover a (height, width) output."""
     return (height + 1) // 2, (width + 1) // 2
-
-
-WINOGRAD = True
-WINOGRAD_MIN_CHANNELS = 96
-WINOGRAD_MIN_TILES = 32
 
 
 @register_layer("Convolution")
