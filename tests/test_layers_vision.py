@@ -440,14 +440,15 @@ WINOGRAD_CASES = [  # (m, extra, shape): 3x3 stride-1 forward passes by Winograd
 ]
 
 
-def winograd_layer(monkeypatch, m, extra, shape, dtype, winograd=True):
-    """A Convolution that runs no backward (inference), Winograd on or off; small thresholds
-    and pieces so these shapes take it, in several chunks and pieces."""
+def winograd_layer(monkeypatch, m, extra, shape, dtype, tile=2):
+    """A Convolution that runs no backward (inference), by Winograd F(tile x tile, 3x3) (0:
+    im2col); small thresholds and pieces so these shapes take it, in several chunks and pieces."""
     from netspec.kernels import workers
     from netspec.layers import vision
-    monkeypatch.setattr(vision, "WINOGRAD", winograd)
+    monkeypatch.setattr(vision, "WINOGRAD", tile > 0)
     monkeypatch.setattr(vision, "WINOGRAD_MIN_CHANNELS", 1)
     monkeypatch.setattr(vision, "WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr(vision, "WINOGRAD_4X4_MIN", 1 if tile == 4 else 1 << 30)
     monkeypatch.setattr(vision, "COL_ELEMENTS", 9 * shape[1] * 81 * 2)  # chunks of ~2 images
     monkeypatch.setattr(workers, "MIN_COLUMNS", 1)
     monkeypatch.setattr(workers, "MIN_ELEMENTS", 1)
@@ -457,40 +458,42 @@ def winograd_layer(monkeypatch, m, extra, shape, dtype, winograd=True):
     bottom, top = [Blob(shape, dtype)], [Blob((), dtype)]
     bottom[0].data[...] = np.random.default_rng(3).normal(size=shape)
     layer.setup(bottom, top)
-    assert layer.winograd_forward == winograd
+    assert layer.winograd_tile == tile
     return layer, bottom, top
 
 
+@pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("m,extra,shape", WINOGRAD_CASES)
-def test_winograd_forward_matches_columns(monkeypatch, m, extra, shape):
-    """Against im2col + GEMM: to float64 rounding, to float32's in float32, and the same bits
-    on one thread and on two."""
+def test_winograd_forward_matches_columns(monkeypatch, m, extra, shape, tile):
+    """Against im2col + GEMM: to float64 rounding, in float32 within float32's rounding times
+    the transforms' growth (F(4x4)'s 4s, 5s and 8s: ~10x F(2x2)'s), and the same bits on one
+    thread and on two."""
     import netspec
     out = {}
-    for dtype, winograd, threads in ((np.float64, False, 2), (np.float64, True, 2),
-                                     (np.float32, True, 1), (np.float32, True, 2)):
+    for dtype, method, threads in ((np.float64, 0, 2), (np.float64, tile, 2),
+                                   (np.float32, tile, 1), (np.float32, tile, 2)):
         netspec.set_threads(threads)
-        layer, bottom, top = winograd_layer(monkeypatch, m, extra, shape, dtype, winograd)
+        layer, bottom, top = winograd_layer(monkeypatch, m, extra, shape, dtype, method)
         layer.forward(bottom, top)
-        out[dtype, winograd, threads] = top[0].data.copy()
+        out[dtype, method, threads] = top[0].data.copy()
     netspec.set_threads()
-    exact = out[np.float64, False, 2]
-    np.testing.assert_allclose(out[np.float64, True, 2], exact, rtol=1e-12, atol=1e-12)
+    exact = out[np.float64, 0, 2]
+    np.testing.assert_allclose(out[np.float64, tile, 2], exact, rtol=1e-12, atol=1e-12)
     scale = np.abs(exact).max()
-    np.testing.assert_allclose(out[np.float32, True, 2], exact, atol=1e-5 * scale)
-    np.testing.assert_array_equal(out[np.float32, True, 1], out[np.float32, True, 2])
+    np.testing.assert_allclose(out[np.float32, tile, 2], exact, atol=(2e-6 * tile ** 2) * scale)
+    np.testing.assert_array_equal(out[np.float32, tile, 1], out[np.float32, tile, 2])
 
 
 def test_winograd_only_where_no_backward_runs(monkeypatch):
     """A layer that runs backward keeps im2col's forward (its columns serve the weight
     gradient), so training numerics are untouched."""
-    from netspec.kernels import cpu
+    from netspec.kernels import winograd
     layer, bottom, top = winograd_layer(monkeypatch, *WINOGRAD_CASES[0], np.float64)
     layer.runs_backward = True
 
     def refuse(*args):
         raise AssertionError("Winograd ran in a layer that runs backward")
-    monkeypatch.setattr(cpu, "winograd_inputs", refuse)
+    monkeypatch.setattr(winograd, "inputs", refuse)
     layer.forward(bottom, top)
     layer.runs_backward = False
     with pytest.raises(AssertionError, match="Winograd ran"):

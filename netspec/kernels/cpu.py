@@ -22,8 +22,7 @@ from numba import njit, prange, uint64 as u
 from .direct import (add_weight_grad, conv_planes, conv_rows, to_padded_rows,  # noqa: F401
                      to_planes, to_rows)
 from .gemm import matmul_add  # noqa: F401
-from .winograd import (filters as winograd_filters, inputs as winograd_inputs,  # noqa: F401
-                       outputs as winograd_outputs)
+from .winograd import kernels_for_tile as winograd_kernels  # noqa: F401
 from .workers import piece_size, run as run_pieces  # noqa: F401 - the layers' entry points
 
 _jit = njit(parallel=True, cache=True, nogil=True)

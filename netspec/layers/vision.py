@@ -10,7 +10,7 @@ from ..blob import Blob, buffer
 from ..params import ParamView, spatial_pair
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
-from ..kernels import absent, kernels_for, workspace
+from ..kernels import absent, kernels_for, planes, workspace
 from .base import Layer, LayerSetupError
 
 
@@ -84,21 +84,25 @@ DIRECT_MAX_FILTERS = 64
 DIRECT_MAX_WASTE = 1.3
 DIRECT_MIN_PLANE = 128
 
-#: Winograd F(2x2, 3x3) (kernels/winograd.py) runs the forward pass of a 3x3 stride-1
-#: convolution that nothing runs backward through (inference: the weight gradient wants the
-#: im2col columns), with at least WINOGRAD_MIN_CHANNELS input channels per group (shallower,
-#: its 16 GEMMs run too far below BLAS's speed to gain) and at least WINOGRAD_MIN_TILES 2x2
-#: tiles a pass (fewer: transforming the filters on every pass, 16/9 the weights' size, costs
-#: more than the GEMMs save, as in ResNet-50's 7x7 stage at batch 1). ResNet-50 batch 1 / 16:
-#: 160 / 2408 ms im2col, 146 / 2004 ms Winograd (64-channel stage included: 150 / 2078 without).
+#: Winograd (kernels/winograd.py) runs the forward pass of a 3x3 stride-1 convolution that
+#: nothing runs backward through (inference: the weight gradient wants the im2col columns),
+#: with at least WINOGRAD_MIN_CHANNELS input channels per group (shallower, its GEMMs run too
+#: far below BLAS's speed to gain). F(4x4, 3x3) (4x fewer multiplies) from WINOGRAD_4X4_MIN
+#: output positions a pass; below, F(2x2, 3x3) (2.25x) down to WINOGRAD_MIN_TILES of its 2x2
+#: tiles: with fewer positions, transforming the filters on every pass (36/9 or 16/9 times the
+#: weights) costs more than the GEMMs save. Measured on one 3x3 layer at batch 1 (2 cores, ms,
+#: im2col / F(2x2) / F(4x4)): 64 channels at 56x56 4.8 / 4.6 / 2.9, 128 at 28x28 3.9 / 3.1 /
+#: 2.3, 256 at 14x14 3.9 / 2.7 / 4.1, 512 at 7x7 4.4 / 5.7 / 11.7; at batch 16, 256 at 14x14
+#: F(2x2) 35.7, F(4x4) 30.5.
 WINOGRAD = True
 WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_MIN_TILES = 32
+WINOGRAD_4X4_MIN = 512
 
 
-def winograd_tiles(height: int, width: int) -> tuple[int, int]:
-    """Rows and columns of the 2x2 Winograd tiles that cover a (height, width) output."""
-    return (height + 1) // 2, (width + 1) // 2
+def winograd_tiles(height: int, width: int, size: int = 2) -> tuple[int, int]:
+    """Rows and columns of the size x size Winograd tiles that cover a (height, width) output."""
+    return -(-height // size), -(-width // size)
 
 
 @register_layer("Convolution")
@@ -113,6 +117,7 @@ class Convolution(Layer):
     Params = ConvolutionView
     summary = "2-D convolution (im2col + GEMM): num_output, kernel/stride/pad/dilation, group"
     direct_forward = plane_forward = direct_input_grad = direct_weight_grad = False
+    winograd_tile = 0  # 2 or 4: the forward pass by Winograd F(tile x tile, 3x3)
 
     def layer_setup(self, bottom, top):
         p = self.p
@@ -180,11 +185,12 @@ class Convolution(Layer):
         if self.phase == 0 and not self.direct_weight_grad:
             # im2col once, for the forward GEMM and for dW
             self.direct_forward = self.plane_forward = False
-        self.winograd_forward = (WINOGRAD and p.kernel == (3, 3) and p.strides == (1, 1)
-                                 and p.dilations == (1, 1) and max(p.pads) <= 2
-                                 and not in_place and cg >= WINOGRAD_MIN_CHANNELS
-                                 and math.prod(winograd_tiles(oh, ow)) * self.batch
-                                 >= WINOGRAD_MIN_TILES)
+        winograd = (WINOGRAD and p.kernel == (3, 3) and p.strides == (1, 1)
+                    and p.dilations == (1, 1) and max(p.pads) <= 2 and not in_place
+                    and cg >= WINOGRAD_MIN_CHANNELS)
+        self.winograd_tile = 0 if not winograd else 4 if self.batch * oh * ow >= \
+            WINOGRAD_4X4_MIN else 2 if math.prod(winograd_tiles(oh, ow)) * self.batch >= \
+            WINOGRAD_MIN_TILES else 0
 
     # -- the column machinery, shared with Deconvolution (which runs it the other way) ----------
     def plan_columns(self, n: int, channels: int, plane: int, outputs: int,
@@ -309,7 +315,7 @@ class Convolution(Layer):
         p = self.p
         x = bottom[0].data
         kernels = kernels_for(x)
-        if self.winograd_forward and not self.runs_backward:
+        if self.winograd_tile and not self.runs_backward:
             return self.forward_winograd(kernels, x, top[0].data)
         if self.direct_forward or self.plane_forward:
             bias = self.blobs[1].data if p.bias_term else absent(self.dtype)
@@ -346,26 +352,30 @@ class Convolution(Layer):
             self.col_images = None
 
     def forward_winograd(self, kernels, x, y):
-        """Transform the filters, then each piece of images: transform its tiles, 16 GEMMs
-        per group, transform back into y (with the bias)."""
+        """Transform the filters, then each piece of images: transform its tiles, a GEMM per
+        tile position and group, transform back into y (with the bias)."""
         p = self.p
         g, m, c = p.group, p.num_output, x.shape[1]
-        th, tw = winograd_tiles(*self.out_hw)
+        size = self.winograd_tile
+        filters, inputs, outputs = kernels.winograd_kernels(size)
+        points = (size + 2) ** 2  # positions in a tile's transformed patch
+        th, tw = winograd_tiles(*self.out_hw, size)
         per_image = th * tw
-        u = workspace("winograd filters", 16 * m * (c // g), self.dtype)
-        kernels.winograd_filters(self.blobs[0].data, g, u.reshape(16, g, m // g, c // g))
-        u = u.reshape(16 * g, m // g, c // g)
+        u = planes("winograd filters", points, m * (c // g), self.dtype)
+        filters(self.blobs[0].data, u)
+        u = u.reshape(points, g, m // g, c // g)
         bias = self.blobs[1].data if p.bias_term else absent(self.dtype)
-        inputs = workspace("winograd inputs", 16 * c * per_image * self.chunk, self.dtype)
-        products = workspace("winograd products", 16 * m * per_image * self.chunk, self.dtype)
+        v_all = planes("winograd inputs", points, c * per_image * self.chunk, self.dtype)
+        m_all = planes("winograd products", points, m * per_image * self.chunk, self.dtype)
 
         def piece(_, start, stop):
-            count = per_image * (stop - start)
-            v = inputs[16 * c * per_image * (start - first):][:16 * c * count]
-            mm = products[16 * m * per_image * (start - first):][:16 * m * count]
-            kernels.winograd_inputs(x[start:stop], *p.pads, th, tw, v.reshape(16, c, count))
-            np.matmul(u, v.reshape(16 * g, c // g, count), out=mm.reshape(16 * g, m // g, count))
-            kernels.winograd_outputs(mm.reshape(16, m, count), bias, th, tw, y[start:stop])
+            count, skip = per_image * (stop - start), per_image * (start - first)
+            v = v_all[:, c * skip:c * (skip + count)]
+            mm = m_all[:, m * skip:m * (skip + count)]
+            inputs(x[start:stop], *p.pads, th, tw, v)
+            np.matmul(u, v.reshape(points, g, c // g, count),
+                      out=mm.reshape(points, g, m // g, count))
+            outputs(mm, bias, th, tw, y[start:stop])
 
         for first, last in self.chunks(x.shape[0]):
             kernels.run_pieces(piece, first, last, self.piece)
