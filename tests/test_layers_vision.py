@@ -432,11 +432,12 @@ def test_spp_levels_by_hand():
     np.testing.assert_allclose(top[0].data, x.mean(axis=(2, 3), keepdims=True))
 
 
-WINOGRAD_CASES = [  # (m, extra, shape): 3x3 stride-1 forward passes by Winograd F(2x2, 3x3)
+WINOGRAD_CASES = [  # (m, extra, shape): 3x3 stride-1 forward passes by Winograd
     (5, "kernel_size: 3 pad: 1", (2, 4, 7, 9)),  # odd output: the last tiles cut
     (4, "kernel_size: 3", (1, 3, 6, 5)),  # no padding
     (6, "kernel_size: 3 pad: 2 group: 3", (3, 6, 5, 4)),  # groups, padding past a tile
     (3, "kernel_size: 3 pad: 1 bias_term: false", (5, 2, 3, 3)),  # tiny planes, no bias
+    (6, "kernel_size: 3 pad: 1 group: 2", (1, 4, 9, 8)),  # one image: its GEMMs cut instead
 ]
 
 
