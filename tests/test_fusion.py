@@ -112,3 +112,69 @@ def test_eltwise_sums_that_do_not_fuse_still_sum():
     out = run(net)
     c1, c2 = out["c1"], out["c2"]
     np.testing.assert_allclose(out["s"], np.maximum(c1 - 2 * c2, 0), rtol=1e-12)
+
+
+def conv_relu_net(batch, channels, size, filters, conv, slope=""):
+    """Input -> Convolution -> ReLU (in place) -> InnerProduct -> ReLU (in place)."""
+    return ('layer { name: "in" type: "Input" top: "x" input_param { shape { '
+            f'dim: {batch} dim: {channels} dim: {size} dim: {size} }} }} }}\n'
+            'layer { name: "conv" type: "Convolution" bottom: "x" top: "c" convolution_param { '
+            f'num_output: {filters} {conv} weight_filler {{ type: "gaussian" }} '
+            'bias_filler { type: "gaussian" } } }\n' + RELU.format(i=1, b="c", slope=slope)
+            + 'layer { name: "ip" type: "InnerProduct" bottom: "c" top: "f" inner_product_param '
+              '{ num_output: 7 weight_filler { type: "gaussian" } bias_filler { type: "gaussian" '
+              '} } }\n' + RELU.format(i=2, b="f", slope=slope))
+
+
+CONV_PATHS = {  # forward path: (batch, channels, size, filters, convolution_param fields)
+    "im2col, pieces": (5, 2, 7, 4, "kernel_size: 3 pad: 1"),
+    "im2col, one image": (1, 2, 7, 4, "kernel_size: 3 stride: 2"),
+    "direct rows": (3, 16, 8, 8, "kernel_size: 3"),
+    "planes": (2, 1, 20, 4, "kernel_size: 5 pad: 2"),
+    "winograd 2x2": (3, 3, 9, 5, "kernel_size: 3 pad: 1"),
+    "winograd 4x4": (1, 4, 12, 6, "kernel_size: 3 pad: 1 group: 2"),
+}
+
+
+def forward_path(layer, batch):
+    """Which of CONV_PATHS a Convolution's forward takes (in the order forward tries them)."""
+    if layer.winograd_tile:
+        return f"winograd {layer.winograd_tile}x{layer.winograd_tile}"
+    if layer.direct_forward or layer.plane_forward:
+        return "direct rows" if layer.direct_forward else "planes"
+    return "im2col, one image" if batch == 1 else "im2col, pieces" * (layer.piece < batch)
+
+
+@pytest.mark.parametrize("slope", ["", "relu_param { negative_slope: 0.1 }"])
+@pytest.mark.parametrize("path", CONV_PATHS)
+def test_convolution_and_inner_product_absorb_their_relu_to_the_bit(monkeypatch, path, slope):
+    """Each forward path rectifies its pieces as it finishes them; the blobs hold the ReLU
+    layers' own values."""
+    from netspec.kernels import workers
+    from netspec.layers import vision
+    monkeypatch.setattr(workers, "MIN_COLUMNS", 1)
+    monkeypatch.setattr(workers, "MIN_ELEMENTS", 1)
+    winograd = path.startswith("winograd")
+    monkeypatch.setattr(vision, "WINOGRAD_MIN_CHANNELS", 1 if winograd else 1 << 30)
+    monkeypatch.setattr(vision, "WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr(vision, "WINOGRAD_4X4_MIN", 100 if path == "winograd 4x4" else 1 << 30)
+    batch, channels, size, filters, conv = CONV_PATHS[path]
+    net = Net(conv_relu_net(batch, channels, size, filters, conv, slope), TEST, seed=0)
+    assert forward_path(net.layer_dict["conv"], batch) == path
+    names = [l.name for l in net.layers]
+    assert {names[i]: [names[j] for j in c] for i, c in net._fused.items()} == \
+        {"conv": ["relu1"], "ip": ["relu2"]}
+    net.blobs["x"].data[...] = np.random.default_rng(1).normal(size=net.blobs["x"].shape)
+    fused, plain = run(net), run(net, fused=False)
+    for name in plain:
+        assert fused[name].tobytes() == plain[name].tobytes(), name
+    assert (fused["c"] < 0).any() == bool(slope) and (fused["c"] > 0).any()
+
+
+def test_deconvolution_keeps_its_relu_separate():
+    text = conv_relu_net(2, 3, 5, 4, "kernel_size: 3 stride: 2").replace(
+        'type: "Convolution"', 'type: "Deconvolution"')
+    net = Net(text, TEST, seed=0)
+    assert [net.layers[i].name for i in net._fused] == ["ip"]
+    net.blobs["x"].data[...] = np.random.default_rng(1).normal(size=net.blobs["x"].shape)
+    assert (run(net)["c"] >= 0).all()

@@ -147,3 +147,24 @@ def canonical_axis(axis: int, num_axes: int, what: str = "axis") -> int:
     if not -num_axes <= axis < num_axes:
         raise LayerSetupError(f"{what} {axis} is out of range for a {num_axes}-d blob", field=what)
     return axis % num_axes
+
+
+class RectifiesOutput:
+    """For a layer whose forward writes its output piece by piece (Convolution, InnerProduct):
+    a ReLU in place on that output (inference fusion) runs on each piece as soon as it is
+    written, while it is still in cache, instead of as a pass of its own over the whole blob.
+    The layer calls `rectify` on every piece it finishes; the values are the ReLU's own."""
+    absorbs = ("ReLU",)
+    relu_slope = None  # the absorbed ReLU's negative_slope while a fused pass runs
+
+    def forward_fused(self, bottom, top, followers):
+        self.relu_slope = followers[0].p.negative_slope
+        try:
+            self.forward(bottom, top)
+        finally:
+            self.relu_slope = None
+        return True
+
+    def rectify(self, kernels, y: np.ndarray) -> None:
+        if self.relu_slope is not None:
+            kernels.relu(y.reshape(-1), self.relu_slope, y.reshape(-1))

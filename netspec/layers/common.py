@@ -9,7 +9,7 @@ from ..kernels import kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
-from .base import Layer, LayerSetupError, canonical_axis
+from .base import Layer, LayerSetupError, RectifiesOutput, canonical_axis
 
 
 class InnerProductView(ParamView):
@@ -22,7 +22,7 @@ class InnerProductView(ParamView):
 
 
 @register_layer("InnerProduct")
-class InnerProduct(Layer):
+class InnerProduct(RectifiesOutput, Layer):
     """y = x W^T + b with x flattened from `axis` on; W is (num_output, K), or (K, num_output)
     with transpose. Backward: dW += dy^T x, db += sum dy, dx = dy W (seed 001's three GEMMs)."""
     param_field = "inner_product_param"
@@ -62,6 +62,7 @@ class InnerProduct(Layer):
         np.matmul(x, self._w(), out=y)
         if self.p.bias_term:
             kernels_for(y).add_bias(y[:, :, None], self.blobs[1].data)
+        self.rectify(kernels_for(y), y)
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(-1, self.p.num_output)

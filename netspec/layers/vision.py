@@ -11,7 +11,7 @@ from ..params import ParamView, spatial_pair
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
 from ..kernels import absent, kernels_for, planes, workspace
-from .base import Layer, LayerSetupError
+from .base import Layer, LayerSetupError, RectifiesOutput
 
 
 def conv_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
@@ -108,7 +108,7 @@ def winograd_tiles(height: int, width: int, size: int = 2) -> tuple[int, int]:
 
 
 @register_layer("Convolution")
-class Convolution(Layer):
+class Convolution(RectifiesOutput, Layer):
     """Cross-correlation of (N, C, H, W) with (M, C/group, kh, kw) filters, plus bias.
 
     im2col into a buffer kept from `reshape`, then one GEMM per group over the whole chunk of
@@ -329,6 +329,7 @@ class Convolution(Layer):
             else:
                 kernels.conv_planes(self.direct_planes(kernels, x), self.blobs[0].data, bias,
                                     p.group, x.shape[3] + 2 * p.pads[1], zero, top[0].data)
+            self.rectify(kernels, top[0].data)
             self.col_images = None
             return
         w = self.blobs[0].data.reshape(p.group, p.num_output // p.group, -1)
@@ -345,6 +346,7 @@ class Convolution(Layer):
                 out = self.block(self.gemm_buf, p.num_output, first, start, stop)
                 self.grouped_matmul(w, col, out, p.group)
                 kernels.cols_to_images(out, bias, y[start:stop])
+            self.rectify(kernels, y[start:stop])
 
         self.col_images = None
         for first, last in self.chunks(x.shape[0]):
@@ -389,6 +391,7 @@ class Convolution(Layer):
             else:
                 np.matmul(u, v, out=mm)
             outputs(mm.reshape(points, -1), bias, th, tw, y[start:stop])
+            self.rectify(kernels, y[start:stop])
 
         for first, last in self.chunks(x.shape[0]):
             kernels.run_pieces(piece, first, last, self.piece)
@@ -465,6 +468,7 @@ class Deconvolution(Convolution):
     stride (in - 1) + dilation (k - 1) + 1 - 2 pad. Forward is convolution's data backward
     (GEMM then col2im); backward is a convolution (im2col then GEMM)."""
     summary = "transposed convolution (same parameters as Convolution)"
+    absorbs = ()  # its forward is col2im's scatter: no piece is final before the end
 
     def weight_shape(self, channels: int) -> tuple[int, ...]:
         p = self.p
