@@ -51,6 +51,16 @@ def filters(w, out):
             _filter_row(w6, w7, w8, half, out, 3, f * cg + c)
 
 
+@_serial
+def _padded_plane(plane, ph, pw, hp, wp):
+    """plane (H, W) at (ph, pw) in zeros of (hp, wp): the input the tiles read."""
+    pad = np.zeros((hp, wp), plane.dtype)
+    for i in range(plane.shape[0]):
+        for j in range(plane.shape[1]):
+            pad[i + ph, j + pw] = plane[i, j]
+    return pad
+
+
 @_jit
 def inputs(x, ph, pw, th, tw, v):
     """x (N, C, H, W) -> v (16, C N th tw) = B^T d B for each tile's 4x4 patch d of the input
@@ -61,10 +71,7 @@ def inputs(x, ph, pw, th, tw, v):
     count = th * tw
     for t in prange(n * c):
         b, ch = t // c, t % c
-        pad = np.zeros((hp, wp), x.dtype)
-        for i in range(h):
-            for j in range(w):
-                pad[i + ph, j + pw] = x[b, ch, i, j]
+        pad = _padded_plane(x[b, ch], ph, pw, hp, wp)
         rows = np.empty((4, wp), x.dtype)
         for ty in range(th):
             y0 = 2 * ty
@@ -163,10 +170,7 @@ def inputs4(x, ph, pw, th, tw, v):
     two, four, five = t(2), t(4), t(5)
     for it in prange(n * c):
         b, ch = it // c, it % c
-        pad = np.zeros((hp, wp), x.dtype)
-        for i in range(h):
-            for j in range(w):
-                pad[i + ph, j + pw] = x[b, ch, i, j]
+        pad = _padded_plane(x[b, ch], ph, pw, hp, wp)
         rows = np.empty((6, wp), x.dtype)
         for ty in range(th):
             y0 = 4 * ty

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..blob import Blob, is_shapes_only
 from ..fillers import fill
+from ..kernels import flat
 from ..params import ParamView, build_view
 from ..proto import netspec_pb2 as pb
 
@@ -167,4 +168,4 @@ class RectifiesOutput:
 
     def rectify(self, kernels, y: np.ndarray) -> None:
         if self.relu_slope is not None:
-            kernels.relu(y.reshape(-1), self.relu_slope, y.reshape(-1))
+            kernels.relu(flat(y), self.relu_slope, flat(y))

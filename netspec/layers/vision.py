@@ -190,9 +190,11 @@ class Convolution(RectifiesOutput, Layer):
         winograd = (WINOGRAD and p.kernel == (3, 3) and p.strides == (1, 1)
                     and p.dilations == (1, 1) and max(p.pads) <= 2 and not in_place
                     and cg >= WINOGRAD_MIN_CHANNELS)
-        self.winograd_tile = 0 if not winograd else 4 if self.batch * oh * ow >= \
-            WINOGRAD_4X4_MIN else 2 if math.prod(winograd_tiles(oh, ow)) * self.batch >= \
-            WINOGRAD_MIN_TILES else 0
+        self.winograd_tile = 0
+        if winograd and self.batch * oh * ow >= WINOGRAD_4X4_MIN:
+            self.winograd_tile = 4
+        elif winograd and math.prod(winograd_tiles(oh, ow)) * self.batch >= WINOGRAD_MIN_TILES:
+            self.winograd_tile = 2
 
     # -- the column machinery, shared with Deconvolution (which runs it the other way) ----------
     def plan_columns(self, n: int, channels: int, plane: int, outputs: int,
@@ -384,7 +386,8 @@ class Convolution(RectifiesOutput, Layer):
             inputs(x[start:stop], *p.pads, th, tw, v.reshape(points, -1))
 
             def products(_, lo, hi):
-                for pt, gr in map(lambda i: divmod(i, g), range(lo, hi)):
+                for i in range(lo, hi):
+                    pt, gr = divmod(i, g)
                     np.matmul(u[pt, gr], v[pt, gr], out=mm[pt, gr])
             if one_piece:
                 kernels.run_pieces(products, 0, gemms, max(1, gemms // WINOGRAD_GEMM_PIECES))
