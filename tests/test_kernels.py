@@ -47,6 +47,34 @@ def test_im2col_and_its_adjoint(g, dtype):
     assert np.isclose((col * c_).sum(), (x * dx).sum(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("g", GEOMETRIES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_im2row_is_im2col_transposed_and_row2im_its_adjoint(g, dtype):
+    n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw = g
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    rows = np.full((n * oh * ow, c * kh * kw), np.nan, dtype)
+    cpu.im2row(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, rows)
+    np.testing.assert_array_equal(rows, im2col_reference(x, kh, kw, sh, sw, ph, pw, dh, dw).T)
+    r = rng.standard_normal(rows.shape).astype(dtype)
+    dx, expected = np.full(x.shape, np.nan, dtype), np.full(x.shape, np.nan, dtype)
+    cpu.row2im(r, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx)
+    cpu.col2im(np.ascontiguousarray(r.T), kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, expected)
+    np.testing.assert_allclose(dx, expected, rtol=1e-12 if dtype == np.float64 else 1e-5,
+                               atol=1e-12 if dtype == np.float64 else 1e-5)
+    assert np.isclose((rows * r).sum(), (x * dx).sum(), rtol=1e-5)
+
+
+def test_rows_to_images_transposes_and_adds_bias():
+    y = rng.standard_normal((3 * 4, 5)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    out = np.full((3, 5, 4), np.nan, np.float32)
+    cpu.rows_to_images(y, bias, out)
+    np.testing.assert_array_equal(out, y.reshape(3, 4, 5).transpose(0, 2, 1) + bias[:, None])
+    cpu.rows_to_images(y, bias[:0], out)
+    np.testing.assert_array_equal(out, y.reshape(3, 4, 5).transpose(0, 2, 1))
+
+
 def pool_windows(x, kh, kw, sh, sw, ph, pw, oh, ow, pad_value):
     """Every output's window from a padded copy, (N, C, oh, ow, kh*kw), and the flat index
     of each window position in the unpadded input (-1 in the padding)."""

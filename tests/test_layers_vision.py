@@ -132,6 +132,33 @@ def test_convolution_pieces_give_the_same_bits_on_any_thread_count(small_pieces)
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("extra,shape", [("kernel_size: 3 pad: 1", (5, 4, 5, 5)),
+                                         ("kernel_size: 3 stride: 2 group: 2", (5, 4, 7, 6)),
+                                         ("kernel_size: 2 dilation: 2 pad: 1", (3, 2, 6, 6))])
+def test_training_row_layout_matches_columns(small_pieces, monkeypatch, extra, shape):
+    """Training convolutions with few filters keep im2row's rows (ROWS): the same forward and
+    gradients as Caffe's column layout, in pieces, grouped, strided and dilated."""
+    from netspec.layers import vision
+    x = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    results = []
+    for rows in (True, False):
+        monkeypatch.setattr(vision, "ROWS", rows)
+        spec = make_layer(CONV.format(m=4, extra=extra)).spec
+        layer = vision.Convolution(spec, 0, np.float32, np.random.default_rng(0))
+        bottom, top = [Blob(shape, np.float32)], [Blob((), np.float32)]
+        bottom[0].data[...] = x
+        layer.setup(bottom, top)
+        assert layer.row_layout == rows
+        layer.forward(bottom, top)
+        top[0].diff[...] = np.random.default_rng(4).normal(size=top[0].shape)
+        layer.blobs[0].diff[...] = 1
+        layer.backward(top, [True], bottom)
+        results.append((top[0].data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy(),
+                        layer.blobs[1].diff.copy()))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 @pytest.fixture
 def direct_everywhere(monkeypatch):
     """Let the direct kernels take every pass their tiles fit (not only the fast ones)."""

@@ -115,6 +115,84 @@ def col2im(col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
 
 
 @_jit
+def im2row(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, rows):
+    """x (N, C, H, W) -> rows (N oh ow, C kh kw): im2col transposed, one row per output
+    position (each row ordered as a filter is stored); positions in the padding read 0.
+    One output row of positions at a time, each input line read across all of them."""
+    n, c, h, w = x.shape
+    width = c * kh * kw
+    src, dst = x.reshape(-1), rows.reshape(-1)
+    for t in prange(n * oh):
+        b, y = t // oh, t % oh
+        first = u(t * ow * width)
+        for ch in range(c):
+            for i in range(kh):
+                hy = y * sh - ph + i * dh
+                segment = first + u((ch * kh + i) * kw)  # this (ch, i)'s kw entries, position 0
+                if hy < 0 or hy >= h:
+                    for ox in range(u(ow)):
+                        for j in range(u(kw)):
+                            dst[segment + ox * u(width) + j] = 0
+                    continue
+                line = ((b * c + ch) * h + hy) * w
+                for ox in range(ow):
+                    off = ox * sw - pw
+                    o = segment + u(ox * width)
+                    if off >= 0 and off + (kw - 1) * dw < w:  # the whole window inside
+                        s = u(line + off)
+                        for j in range(u(kw)):
+                            dst[o + j] = src[s + j * u(dw)]
+                        continue
+                    lo, hi = _valid_range(kw, dw, off, w)
+                    for j in range(u(kw)):
+                        dst[o + j] = 0
+                    s = u(line + lo * dw + off)
+                    for q in range(u(hi - lo)):
+                        dst[o + u(lo) + q] = src[s + q * u(dw)]
+
+
+@_jit
+def row2im(rows, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
+    """Adjoint of im2row: dx (N, C, H, W) = the sum of every row entry at its pixel, image by
+    image (each image's rows read in order, its gradient small enough to stay in cache)."""
+    n, c, h, w = dx.shape
+    width = c * kh * kw
+    src, out = rows.reshape(-1), dx.reshape(-1)
+    for b in prange(n):
+        base = u(b * c * h * w)
+        for q in range(u(c * h * w)):
+            out[base + q] = 0
+        for y in range(oh):
+            for ox in range(ow):
+                off = ox * sw - pw
+                lo, hi = _valid_range(kw, dw, off, w)
+                s = u(((b * oh + y) * ow + ox) * width)
+                for ch in range(c):
+                    for i in range(kh):
+                        hy = y * sh - ph + i * dh
+                        if hy < 0 or hy >= h:
+                            continue
+                        r = s + u((ch * kh + i) * kw + lo)
+                        d = base + u((ch * h + hy) * w + lo * dw + off)
+                        for q in range(u(hi - lo)):
+                            out[d + q * u(dw)] += src[r + q]
+
+
+@_jit
+def rows_to_images(y, bias, out):
+    """GEMM result y (N*P, M) (im2row's layout) -> out (N, M, P), adding bias[m]."""
+    n, m, plane = out.shape
+    has_bias = bias.shape[0] > 0
+    src, dst = y.reshape(-1), out.reshape(-1)
+    for t in prange(n * m):
+        b, k = t // m, t % m
+        add = bias[k] if has_bias else 0
+        s, d = u(b * plane * m + k), u(t * plane)
+        for p in range(u(plane)):
+            dst[d + p] = src[s + p * u(m)] + add
+
+
+@_jit
 def cols_to_images(y, bias, out):
     """GEMM result y (M, N*P) -> out (N, M, P), adding bias[m] (an empty bias adds nothing)."""
     n, m, plane = out.shape
