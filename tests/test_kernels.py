@@ -140,7 +140,36 @@ def test_channel_sums_match_float64(plane):
     np.testing.assert_allclose(out, 1 + x.astype(np.float64).sum((0, 2)), rtol=1e-6, atol=1e-6)
 
 
-def test_results_do_not_depend_on_the_thread_count():
+def test_small_calls_run_serially_large_ones_in_parallel(monkeypatch):
+    """The serial and the parallel build of a kernel give the same bits; which one runs
+    depends on the size of the call (launch.SERIAL_BELOW) and on numba's thread count."""
+    from netspec.kernels import launch
+    ran = []
+    for build in ("serial", "parallel"):
+        original = getattr(cpu.add_bias, build)
+        monkeypatch.setattr(cpu.add_bias, build,
+                            lambda *a, build=build, original=original: (ran.append(build),
+                                                                         original(*a)))
+    bias = rng.standard_normal(6).astype(np.float32)
+    small, large = (rng.standard_normal((2, 6, n)).astype(np.float32) for n in (5, 20000))
+    outputs = []
+    for x in (small, large):
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            y = x.copy()
+            cpu.add_bias(y, bias)
+            outputs.append(y)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    many = numba.config.NUMBA_NUM_THREADS > 1
+    assert ran == ["serial", "serial", "serial", "parallel" if many else "serial"]
+    assert large.size >= launch.SERIAL_BELOW > small.size
+    for y, x in zip(outputs, (small, small, large, large)):
+        np.testing.assert_array_equal(y, x + bias[:, None])
+
+
+def test_results_do_not_depend_on_the_thread_count(monkeypatch):
+    from netspec.kernels import launch
+    monkeypatch.setattr(launch, "SERIAL_BELOW", 0)  # every call in parallel on many threads
     x = rng.standard_normal((4, 6, 11, 11)).astype(np.float32)
     col = np.empty((6 * 9, 4 * 81), np.float32)
     results = []

@@ -17,19 +17,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange, uint64 as u
+from numba import prange, uint64 as u
 
 from .direct import (add_weight_grad, conv_planes, conv_rows, to_padded_rows,  # noqa: F401
                      to_planes, to_rows)
 from .gemm import matmul_add  # noqa: F401
+from .launch import kernel, serial
 from .winograd import kernels_for_tile as winograd_kernels  # noqa: F401
 from .workers import piece_size, run as run_pieces  # noqa: F401 - the layers' entry points
 
-_jit = njit(parallel=True, cache=True, nogil=True)
-_serial = njit(cache=True, nogil=True)
 
 
-@_serial
+@serial
 def _valid_range(out, stride, offset, size):
     """Output positions o in [lo, hi) whose input o * stride + offset lies in [0, size)."""
     lo = 0
@@ -42,7 +41,7 @@ def _valid_range(out, stride, offset, size):
     return lo, max(lo, hi)
 
 
-@_serial
+@serial
 def _zero_plane(a, b, ch):
     """a[b, ch] = 0: the gradient kernels accumulate into a plane they own."""
     for hy in range(a.shape[2]):
@@ -51,7 +50,7 @@ def _zero_plane(a, b, ch):
 
 
 # -- convolution: im2col / col2im and the (M, N*P) <-> (N, M, P) moves around the GEMM ----------
-@_jit
+@kernel
 def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col):
     """x (N, C, H, W) -> col (C kh kw, N oh ow); positions in the padding read 0."""
     n, c, h, w = x.shape
@@ -84,7 +83,7 @@ def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col):
                     dst[o + q] = 0
 
 
-@_jit
+@kernel
 def col2im(col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
     """Adjoint of im2col: dx (N, C, H, W) = the sum of every column entry at its pixel."""
     n, c, h, w = dx.shape
@@ -114,7 +113,7 @@ def col2im(col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
                             out[d + q * step] += src[s + q]
 
 
-@_jit
+@kernel
 def im2row(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, rows):
     """x (N, C, H, W) -> rows (N oh ow, C kh kw): im2col transposed, one row per output
     position (each row ordered as a filter is stored); positions in the padding read 0.
@@ -151,7 +150,7 @@ def im2row(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, rows):
                         dst[o + u(lo) + q] = src[s + q * u(dw)]
 
 
-@_jit
+@kernel
 def row2im(rows, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
     """Adjoint of im2row: dx (N, C, H, W) = the sum of every row entry at its pixel, image by
     image (each image's rows read in order, its gradient small enough to stay in cache)."""
@@ -178,7 +177,7 @@ def row2im(rows, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
                             out[d + q * u(dw)] += src[r + q]
 
 
-@_jit
+@kernel
 def rows_to_images(y, bias, out):
     """GEMM result y (N*P, M) (im2row's layout) -> out (N, M, P), adding bias[m]."""
     n, m, plane = out.shape
@@ -192,7 +191,7 @@ def rows_to_images(y, bias, out):
             dst[d + p] = src[s + p * u(m)] + add
 
 
-@_jit
+@kernel
 def cols_to_images(y, bias, out):
     """GEMM result y (M, N*P) -> out (N, M, P), adding bias[m] (an empty bias adds nothing)."""
     n, m, plane = out.shape
@@ -206,7 +205,7 @@ def cols_to_images(y, bias, out):
             dst[d + p] = src[s + p] + add
 
 
-@_jit
+@kernel
 def images_to_cols(x, out):
     """x (N, M, P) -> out (M, N*P): the GEMM layout of a top diff."""
     n, m, plane = x.shape
@@ -219,7 +218,7 @@ def images_to_cols(x, out):
                 dst[d + p] = src[s + p]
 
 
-@_serial
+@serial
 def _sum_run(src, start, length):
     """sum(src[start:start + length]) in float64: eight running sums (element i into sum
     i % 8) added pairwise at the end, a fixed order that does not wait on one add chain."""
@@ -240,7 +239,7 @@ def _sum_run(src, start, length):
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
-@_jit
+@kernel
 def add_channel_sums(x, out):
     """out[m] += sum over n, p of x (N, M, P), summed in float64 in a fixed order (bias grads)."""
     n, m, plane = x.shape
@@ -252,7 +251,7 @@ def add_channel_sums(x, out):
         out[k] += total
 
 
-@_jit
+@kernel
 def add_bias(x, bias):
     """x (N, M, P) += bias[m], in place."""
     n, m, plane = x.shape
@@ -263,7 +262,7 @@ def add_bias(x, bias):
             dst[o + p] += add
 
 
-@_jit
+@kernel
 def channel_affine(x, sub, mul, add, y):
     """y = (x - sub[c]) * mul[c] + add[c] over x (N, C, P), one pass (BatchNorm with stored
     statistics, Scale); an empty sub or add is 0. Each operation in the arrays' type, as Caffe
@@ -287,7 +286,7 @@ def channel_affine(x, sub, mul, add, y):
             dst[o + p] = v
 
 
-@_jit
+@kernel
 def channel_affine_twice(x, sub, mul, scale, shift, relu, slope, y):
     """BatchNorm with stored statistics, then a Scale, then (with `relu`) a ReLU, over x
     (N, C, P) in one pass: the float operations of `channel_affine` twice and of `relu`, so
@@ -314,7 +313,7 @@ def channel_affine_twice(x, sub, mul, scale, shift, relu, slope, y):
             dst[o + p] = v
 
 
-@_jit
+@kernel
 def channel_mean_var(x, mean, var):
     """Per-channel mean and biased variance of x (N, C, P): two passes, in float64, in a fixed
     order (BatchNorm's batch statistics)."""
@@ -335,7 +334,7 @@ def channel_mean_var(x, mean, var):
         var[k] = squares / count
 
 
-@_jit
+@kernel
 def batch_norm_grad(dy, y, inv_std, dx):
     """BatchNorm's input gradient with batch statistics, per channel of (N, C, P):
     dx = (dy - mean(dy) - y mean(dy y)) inv_std (dx may be dy)."""
@@ -357,7 +356,7 @@ def batch_norm_grad(dy, y, inv_std, dx):
 
 
 # -- pooling -------------------------------------------------------------------------------------
-@_serial
+@serial
 def _window(p, stride, pad, kernel, size):
     """Output p's window along one axis, clipped to the input: [start, end) (empty when a
     ceil-rounded window lies wholly past the input)."""
@@ -365,16 +364,23 @@ def _window(p, stride, pad, kernel, size):
     return max(start, 0), min(start + kernel, size)
 
 
-@_jit
 def max_pool(x, kh, kw, sh, sw, ph, pw, y, mask):
     """Max of each window (clipped to the input); mask = the flat index h * W + w of the first
     maximum in scan order (Caffe's argmax)."""
     n, c, h, w = x.shape
+    if kh == sh == 2 and kw == sw == 2 and ph == pw == 0 and y.shape[2:] == (h // 2, w // 2) \
+            and h % 2 == w % 2 == 0:
+        _max_pool_2x2(x.reshape(-1), h, w, n * c, y.reshape(-1), mask.reshape(-1))
+    else:
+        _max_pool_windows(x, kh, kw, sh, sw, ph, pw, y, mask)
+
+
+@kernel
+def _max_pool_windows(x, kh, kw, sh, sw, ph, pw, y, mask):
+    """max_pool of any windows."""
+    n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
     src, top, where = x.reshape(-1), y.reshape(-1), mask.reshape(-1)
-    if kh == sh == 2 and kw == sw == 2 and ph == pw == 0 and oh * 2 == h and ow * 2 == w:
-        _max_pool_2x2(src, h, w, n * c, top, where)
-        return
     full3 = kh == kw == 3  # full 3x3 windows unrolled
     for t in prange(n * c):
         plane = u(t * h * w)
@@ -403,7 +409,7 @@ def max_pool(x, kh, kw, sh, sw, ph, pw, y, mask):
                 where[o + u(px)] = arg
 
 
-@_serial
+@serial
 def _max_3x3(src, plane, w, hs, ws):
     """The first maximum of a full 3x3 window at (hs, ws), unrolled: (value, flat index)."""
     k = hs * w + ws
@@ -415,7 +421,7 @@ def _max_3x3(src, plane, w, hs, ws):
     return best, arg
 
 
-@_jit
+@kernel
 def _max_pool_2x2(src, h, w, planes, top, where):
     """max_pool's commonest case, 2x2 windows at stride 2 tiling the input, unrolled: the four
     values compared in scan order (the same first maximum)."""
@@ -439,7 +445,7 @@ def _max_pool_2x2(src, h, w, planes, top, where):
             where[o + px] = arg
 
 
-@_jit
+@kernel
 def scatter_pool_grad(dy, mask, dx):
     """dx (N, C, H, W) = each dy added at the input position its mask names (MAX, STOCHASTIC)."""
     n, c, h, w = dx.shape
@@ -455,7 +461,7 @@ def scatter_pool_grad(dy, mask, dx):
                 out[base + u(k)] += grad[o + q]
 
 
-@_serial
+@serial
 def _ave_window(p, stride, pad, kernel, size):
     """Caffe's AVE window: start, end clipped to the input, and the divisor (the window
     clipped to the padded input)."""
@@ -465,7 +471,7 @@ def _ave_window(p, stride, pad, kernel, size):
     return max(start, 0), min(end, size), extent
 
 
-@_serial
+@serial
 def _window_total(x, b, ch, hs, he, ws, we):
     """Sum of x[b, ch] over rows [hs, he) and columns [ws, we), in scan order."""
     total = x.dtype.type(0)
@@ -475,7 +481,7 @@ def _window_total(x, b, ch, hs, he, ws, we):
     return total
 
 
-@_jit
+@kernel
 def ave_pool(x, kh, kw, sh, sw, ph, pw, y):
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
@@ -495,7 +501,7 @@ def ave_pool(x, kh, kw, sh, sw, ph, pw, y):
                 top[o + u(px)] = total / (ah * aw) if ah > 0 and aw > 0 else 0
 
 
-@_jit
+@kernel
 def ave_pool_grad(dy, kh, kw, sh, sw, ph, pw, dx):
     n, c, h, w = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
@@ -518,7 +524,7 @@ def ave_pool_grad(dy, kh, kw, sh, sw, ph, pw, dx):
                         out[row + u(wx)] += share
 
 
-@_jit
+@kernel
 def stochastic_pool_train(x, kh, kw, sh, sw, uniform, y, mask):
     """TRAIN: in each window, the first position whose running sum reaches u * sum (u uniform
     in [0, 1), one per output); mask holds its flat index, y its value."""
@@ -546,7 +552,7 @@ def stochastic_pool_train(x, kh, kw, sh, sw, uniform, y, mask):
                 y[b, ch, py, px] = x[b, ch, arg // w, arg % w] if arg >= 0 else 0
 
 
-@_jit
+@kernel
 def stochastic_pool_test(x, kh, kw, sh, sw, y):
     """TEST: each window's values weighted by themselves, sum(x^2) / sum(x) (0 if the sum is 0)."""
     n, c, h, w = x.shape
@@ -568,7 +574,7 @@ def stochastic_pool_test(x, kh, kw, sh, sw, y):
                 y[b, ch, py, px] = squares / total if total > 0 else 0
 
 
-@_jit
+@kernel
 def stochastic_pool_test_grad(x, y, dy, kh, kw, sh, sw, dx):
     """Gradient of sum(x^2) / sum(x): (2 x - y) / sum(x) for each window with a positive sum."""
     n, c, h, w = x.shape
@@ -592,12 +598,12 @@ def stochastic_pool_test_grad(x, y, dy, kh, kw, sh, sw, dx):
 
 
 # -- element-wise --------------------------------------------------------------------------------
-@_serial
+@serial
 def _relu_value(v, slope):
     return v if v > 0 else v * slope
 
 
-@_jit
+@kernel
 def relu(x, slope, y):
     """y = x where x > 0, else slope * x (flat arrays; y may be x). The slope in y's type, as
     Caffe's Dtype negative_slope (a float64 product would also halve the vector width)."""
@@ -606,7 +612,7 @@ def relu(x, slope, y):
         y[i] = _relu_value(x[i], slope)
 
 
-@_jit
+@kernel
 def add_relu(a, b, slope, y):
     """y = relu(a + b) in one pass (flat arrays; y may be a or b): an Eltwise sum and the ReLU
     in place on it, the same float operations as the two layers' passes."""
@@ -615,7 +621,7 @@ def add_relu(a, b, slope, y):
         y[i] = _relu_value(a[i] + b[i], slope)
 
 
-@_jit
+@kernel
 def relu_grad(y, dy, slope, dx):
     """dx = dy where the output is positive (same sign as the input), else slope * dy."""
     slope = dx.dtype.type(slope)
@@ -623,45 +629,45 @@ def relu_grad(y, dy, slope, dx):
         dx[i] = dy[i] if y[i] > 0 else dy[i] * slope
 
 
-@_jit
+@kernel
 def sigmoid(x, y):
     for i in prange(x.size):
         y[i] = 0.5 * (1.0 + math.tanh(0.5 * x[i]))
 
 
-@_jit
+@kernel
 def sigmoid_grad(y, dy, dx):
     for i in prange(y.size):
         dx[i] = dy[i] * y[i] * (1 - y[i])
 
 
-@_jit
+@kernel
 def tanh(x, y):
     for i in prange(x.size):
         y[i] = math.tanh(x[i])
 
 
-@_jit
+@kernel
 def tanh_grad(y, dy, dx):
     for i in prange(y.size):
         dx[i] = dy[i] * (1 - y[i] * y[i])
 
 
-@_jit
+@kernel
 def elu(x, alpha, y):
     for i in prange(x.size):
         v = x[i]
         y[i] = v if v > 0 else alpha * math.expm1(v)
 
 
-@_jit
+@kernel
 def elu_grad(x, y, dy, alpha, dx):
     """dx = dy where x > 0, else dy (y + alpha) (x is the saved input)."""
     for i in prange(x.size):
         dx[i] = dy[i] if x[i] > 0 else dy[i] * (y[i] + alpha)
 
 
-@_jit
+@kernel
 def softplus(x, y):
     """log(1 + exp(x)) without overflow: max(x, 0) + log1p(exp(-|x|))."""
     for i in prange(x.size):
@@ -669,14 +675,14 @@ def softplus(x, y):
         y[i] = max(v, 0) + math.log1p(math.exp(-abs(v)))
 
 
-@_jit
+@kernel
 def softplus_grad(y, dy, dx):
     """dx = dy sigmoid(x) = dy (1 - exp(-y))."""
     for i in prange(y.size):
         dx[i] = -dy[i] * math.expm1(-y[i])
 
 
-@_jit
+@kernel
 def swish(x, beta, s, y):
     """s = sigmoid(beta x) (kept for backward); y = x s."""
     for i in prange(x.size):
@@ -686,7 +692,7 @@ def swish(x, beta, s, y):
         y[i] = v * sv
 
 
-@_jit
+@kernel
 def swish_grad(y, s, dy, beta, dx):
     """dx = dy (beta y + s (1 - beta y))."""
     for i in prange(y.size):
@@ -694,7 +700,7 @@ def swish_grad(y, s, dy, beta, dx):
         dx[i] = dy[i] * (by + s[i] * (1 - by))
 
 
-@_jit
+@kernel
 def dropout(x, u, ratio, scale, y, mask):
     """Keep x where u >= ratio (u uniform in [0, 1)), scaled by 1 / (1 - ratio)."""
     for i in prange(x.size):
@@ -703,14 +709,14 @@ def dropout(x, u, ratio, scale, y, mask):
         y[i] = x[i] * scale if keep else 0
 
 
-@_jit
+@kernel
 def dropout_grad(dy, mask, scale, dx):
     for i in prange(dy.size):
         dx[i] = dy[i] * scale if mask[i] else 0
 
 
 # -- softmax -------------------------------------------------------------------------------------
-@_serial
+@serial
 def _softmax_at(x, y, o, i):
     """y[o, :, i] = softmax of x[o, :, i]: shift by the max, exp, normalise."""
     c = x.shape[1]
@@ -726,7 +732,7 @@ def _softmax_at(x, y, o, i):
         y[o, k, i] /= total
 
 
-@_jit
+@kernel
 def softmax(x, y):
     """Softmax over axis 1 of x (outer, C, inner)."""
     outer, c, inner = x.shape
@@ -734,7 +740,7 @@ def softmax(x, y):
         _softmax_at(x, y, t // inner, t % inner)
 
 
-@_jit
+@kernel
 def softmax_labels(x, labels, ignore, has_ignore, y, picked, as_int, valid):
     """SoftmaxWithLoss's forward but the log: y = softmax over axis 1 of x (outer, C, inner),
     as `softmax`; for each position its label truncated to an int (0 where it does
@@ -763,7 +769,7 @@ def softmax_labels(x, labels, ignore, has_ignore, y, picked, as_int, valid):
 
 
 # -- LRN -----------------------------------------------------------------------------------------
-@_jit
+@kernel
 def lrn_across(x, size, alpha_over_n, k, beta, scale, y):
     """ACROSS_CHANNELS on x (N, C, P): scale = k + alpha/n * (sum of x^2 over the `size`
     channels centred on each channel); y = x * scale^-beta."""
@@ -785,7 +791,7 @@ def lrn_across(x, size, alpha_over_n, k, beta, scale, y):
             dst[o + p] = src[o + p] * s ** -beta
 
 
-@_jit
+@kernel
 def lrn_across_grad(x, dy, scale, size, alpha_over_n, beta, dx):
     """dx_j = dy_j s_j^-beta - 2 beta alpha/n x_j sum_{i near j} dy_i x_i s_i^(-beta-1)."""
     n, c, plane = x.shape
@@ -807,7 +813,7 @@ def lrn_across_grad(x, dy, scale, size, alpha_over_n, beta, dx):
 
 
 # -- solver updates ------------------------------------------------------------------------------
-@_jit
+@kernel
 def add_decay(w, decay, l1, g):
     """Weight decay into the gradient, one pass: g += decay w (L2) or decay sign(w) (L1)."""
     one = w.dtype.type(1)
@@ -818,7 +824,7 @@ def add_decay(w, decay, l1, g):
         g[i] += decay * v
 
 
-@_jit
+@kernel
 def sgd_step(w, g, v, decay, l1, rate, momentum):
     """SGD's whole update of one parameter in one pass over flat arrays: weight decay into g (as
     add_decay), v = momentum v + rate g, g = v (the update, as Caffe leaves it) and w -= g."""
@@ -833,7 +839,7 @@ def sgd_step(w, g, v, decay, l1, rate, momentum):
         w[i] -= g[i]
 
 
-@_jit
+@kernel
 def nesterov_step(g, v, rate, momentum):
     """Nesterov: v' = momentum v + rate g; g = (1 + momentum) v' - momentum v."""
     for i in prange(g.size):
@@ -843,7 +849,7 @@ def nesterov_step(g, v, rate, momentum):
         g[i] = (1 + momentum) * step - momentum * previous
 
 
-@_jit
+@kernel
 def adagrad_step(g, h, rate, delta):
     """AdaGrad: h += g^2; g = rate g / (sqrt(h) + delta)."""
     for i in prange(g.size):
@@ -851,7 +857,7 @@ def adagrad_step(g, h, rate, delta):
         g[i] = rate * g[i] / (math.sqrt(h[i]) + delta)
 
 
-@_jit
+@kernel
 def rmsprop_step(g, h, rate, decay, delta):
     """RMSProp: h = decay h + (1 - decay) g^2; g = rate g / (sqrt(h) + delta)."""
     for i in prange(g.size):
@@ -859,7 +865,7 @@ def rmsprop_step(g, h, rate, decay, delta):
         g[i] = rate * g[i] / (math.sqrt(h[i]) + delta)
 
 
-@_jit
+@kernel
 def adadelta_step(g, h, h2, rate, momentum, delta):
     """AdaDelta: h = m h + (1 - m) g^2; u = g sqrt((h2 + delta) / (h + delta));
     h2 = m h2 + (1 - m) u^2; g = rate u."""
@@ -870,7 +876,7 @@ def adadelta_step(g, h, h2, rate, momentum, delta):
         g[i] = rate * u
 
 
-@_jit
+@kernel
 def adam_step(g, m, v, rate, beta1, beta2, correction, eps):
     """Adam (Caffe's eps placement): m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
     g = rate correction m / (sqrt(v) + eps)."""

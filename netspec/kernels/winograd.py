@@ -16,13 +16,13 @@ a fixed order: results do not depend on the thread count."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, uint64 as u
+from numba import prange, uint64 as u
 
-_jit = njit(parallel=True, cache=True, nogil=True)
-_serial = njit(cache=True, nogil=True)
+from .launch import kernel, serial
 
 
-@_serial
+
+@serial
 def _filter_row(a, b, e, half, out, i, o):
     """Row i of (G w) G^T from row i of G w (a, b, e)."""
     out[4 * i + 0, o] = a
@@ -31,7 +31,7 @@ def _filter_row(a, b, e, half, out, i, o):
     out[4 * i + 3, o] = e
 
 
-@_jit
+@kernel
 def filters(w, out):
     """w (M, C/G, 3, 3) -> out (16, M C/G): G w G^T per filter and channel."""
     m, cg = w.shape[0], w.shape[1]
@@ -51,7 +51,7 @@ def filters(w, out):
             _filter_row(w6, w7, w8, half, out, 3, f * cg + c)
 
 
-@_serial
+@serial
 def _padded_plane(plane, ph, pw, hp, wp):
     """plane (H, W) at (ph, pw) in zeros of (hp, wp): the input the tiles read."""
     pad = np.zeros((hp, wp), plane.dtype)
@@ -61,7 +61,7 @@ def _padded_plane(plane, ph, pw, hp, wp):
     return pad
 
 
-@_jit
+@kernel
 def inputs(x, ph, pw, th, tw, v):
     """x (N, C, H, W) -> v (16, C N th tw) = B^T d B for each tile's 4x4 patch d of the input
     padded by (ph, pw) (and by zeros past its end to a whole number of tiles)."""
@@ -92,7 +92,7 @@ def inputs(x, ph, pw, th, tw, v):
                     v[4 * i + 3, o + tx] = a1 - a3
 
 
-@_jit
+@kernel
 def outputs(m, bias, th, tw, y):
     """m (16, M N th tw) -> y (N, M, OH, OW) = A^T m A for each tile (+ bias[M] when given),
     the last tile row and column cut to the output."""
@@ -122,7 +122,7 @@ def outputs(m, bias, th, tw, y):
 
 
 # -- F(4x4, 3x3): 6x6 patches, 36 GEMMs, 4x fewer multiplies; transforms with 2s, 4s and 5s ----
-@_serial
+@serial
 def _g_times(a, b, e):
     """G (a, b, e)^T: the six values F(4x4, 3x3)'s G makes of three taps."""
     quarter, sixth, twelfth, s24 = a * 0 + 1 / 4, a * 0 + 1 / 6, a * 0 + 1 / 12, a * 0 + 1 / 24
@@ -130,7 +130,7 @@ def _g_times(a, b, e):
             a * s24 + b * twelfth + e * sixth, a * s24 - b * twelfth + e * sixth, e)
 
 
-@_serial
+@serial
 def _store_row4(out, i, o, a, b, e):
     """Row i of (G w) G^T from row i of G w (a, b, e)."""
     r = _g_times(a, b, e)
@@ -138,7 +138,7 @@ def _store_row4(out, i, o, a, b, e):
     out[6 * i + 3, o], out[6 * i + 4, o], out[6 * i + 5, o] = r[3], r[4], r[5]
 
 
-@_jit
+@kernel
 def filters4(w, out):
     """w (M, C/G, 3, 3) -> out (36, M C/G): G w G^T per filter and channel."""
     m, cg = w.shape[0], w.shape[1]
@@ -158,7 +158,7 @@ def filters4(w, out):
             _store_row4(out, 5, f * cg + c, c0[5], c1[5], c2[5])
 
 
-@_jit
+@kernel
 def inputs4(x, ph, pw, th, tw, v):
     """x (N, C, H, W) -> v (36, C N th tw) = B^T d B for each tile's 6x6 patch d (tiles 4
     apart) of the input padded by (ph, pw) and by zeros to a whole number of tiles."""
@@ -197,7 +197,7 @@ def inputs4(x, ph, pw, th, tw, v):
                     v[6 * i + 5, o + tx] = four * d1 - five * d3 + d5
 
 
-@_jit
+@kernel
 def outputs4(m, bias, th, tw, y):
     """m (36, M N th tw) -> y (N, M, OH, OW) = A^T m A for each tile (+ bias[M] when given),
     the last tile row and column cut to the output."""
