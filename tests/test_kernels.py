@@ -262,3 +262,40 @@ def test_matmul_add_accumulates_block_by_block(monkeypatch):
     expected = out + a @ b
     cpu.matmul_add(out, a, b)
     assert np.array_equal(out, expected)
+
+
+def test_pieces_run_once_each_and_errors_reach_the_caller():
+    """workers.run: the caller and the workers share the pieces; each runs exactly once, with
+    one-thread BLAS and kernels; an error reaches the caller after every piece has finished,
+    and the thread settings come back."""
+    import threading
+
+    import netspec
+    from threadpoolctl import threadpool_info
+
+    from netspec.kernels import workers
+    netspec.set_threads(2)
+    seen, lock = [], threading.Lock()
+
+    def task(k, first, last):
+        with lock:
+            seen.append((k, first, last, numba.get_num_threads(),
+                         [i["num_threads"] for i in threadpool_info()
+                          if i["user_api"] == "blas"]))
+    workers.run(task, 3, 12, 2)
+    assert sorted(p[:3] for p in seen) == [(0, 3, 5), (1, 5, 7), (2, 7, 9), (3, 9, 11),
+                                           (4, 11, 12)]
+    if workers._pool is not None:
+        assert all(p[3] == 1 and set(p[4]) <= {1} for p in seen)
+
+    def failing(k, first, last):
+        if k == 1:
+            raise ValueError("piece 1")
+        task(k, first, last)
+    seen.clear()
+    with pytest.raises(ValueError, match="piece 1"):
+        workers.run(failing, 0, 4, 1)
+    # on the workers every other piece still runs; one after another, the error stops them
+    assert sorted(p[0] for p in seen) == ([0, 2, 3] if workers._pool is not None else [0])
+    assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+    netspec.set_threads()
