@@ -198,6 +198,14 @@ def test_softmax_and_lrn_match_numpy():
     ref_scale = 2.0 + 0.1 * (sq[:, :-2] + sq[:, 1:-1] + sq[:, 2:])
     np.testing.assert_allclose(scale, ref_scale, rtol=1e-13)
     np.testing.assert_allclose(out, x * ref_scale ** -0.75, rtol=1e-13)
+    # float32, beta 0.75 (computed by square roots) and another beta (by pow): float32's rounding
+    x32 = x.astype(np.float32)
+    for beta in (0.75, 0.6):
+        scale, out = np.empty_like(x32), np.empty_like(x32)
+        cpu.lrn_across(x32, 3, np.float32(0.1), np.float32(2), np.float32(beta), scale, out)
+        sq = np.pad(x32.astype(np.float64) ** 2, ((0, 0), (1, 1), (0, 0)))
+        ref = 2.0 + 0.1 * (sq[:, :-2] + sq[:, 1:-1] + sq[:, 2:])
+        np.testing.assert_allclose(out, x32 * ref ** -float(np.float32(beta)), rtol=5e-7)
 
 
 def test_channel_statistics_and_batch_norm_gradient():
