@@ -59,10 +59,14 @@ class InnerProduct(RectifiesOutput, Layer):
     def forward(self, bottom, top):
         x = self._x(bottom)
         y = top[0].data.reshape(x.shape[0], self.p.num_output)
-        np.matmul(x, self._w(), out=y)
+        kernels = kernels_for(y)
+        if x.shape[0] == 1 and not self.p.transpose:
+            kernels.matvec(self.blobs[0].data, x[0], y[0])
+        else:
+            np.matmul(x, self._w(), out=y)
         if self.p.bias_term:
-            kernels_for(y).add_bias(y[:, :, None], self.blobs[1].data)
-        self.rectify(kernels_for(y), y)
+            kernels.add_bias(y[:, :, None], self.blobs[1].data)
+        self.rectify(kernels, y)
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(-1, self.p.num_output)
