@@ -26,17 +26,15 @@ of threads. Tiles at the edges overlap the previous tile and store only what it 
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange, uint64 as u
+from numba import get_num_threads, prange, uint64 as u
 
-# reassociation lets LLVM vectorise the sums (their order is still fixed at compile time);
-# no fast-math assumptions about NaN or infinity, which must propagate
-_jit = njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
+from .launch import vectorised
 
 #: tiles of 4 filters one weight-gradient task sums (its input's copies read from memory once)
 BLOCKS_PER_TASK = 4
 
 
-@_jit
+@vectorised
 def to_rows(x, groups, ph, pw, out):
     """x (N, C, H, W) -> out (N, G, H + 2 ph, (W + 2 pw) * C/G): padded, channels last."""
     n, c, h, w = x.shape
@@ -56,7 +54,7 @@ def to_rows(x, groups, ph, pw, out):
                     dst[o + j * u(cg)] = src[row + j]
 
 
-@_jit
+@vectorised
 def conv_rows(xr, w, bias, channels, sh, sw, zero, y):
     """y (N, M, OH, OW) = bias + correlation of xr (N, G, Hp, Wp * channels), rows layout,
     with w (G, M/G, KH, KW * channels). Needs M/G >= 3 and OW >= 4."""
@@ -106,7 +104,7 @@ def conv_rows(xr, w, bias, channels, sh, sw, zero, y):
                             out[p0 + dp] = sums[dm][dp] + add
 
 
-@_jit
+@vectorised
 def to_planes(x, ph, pw, out):
     """x (N, C, H, W) -> out (N, C, (H + 2 ph) * (W + 2 pw) + tail): padded planes, flat,
     zeros after (the weight gradient's shifted runs read up to KW - 1 past the last row)."""
@@ -124,7 +122,7 @@ def to_planes(x, ph, pw, out):
                 dst[o + j] = src[row + j]
 
 
-@_jit
+@vectorised
 def to_padded_rows(dy, wp, out):
     """dy (N, M, OH, OW) -> out (N, M, OH * wp): each row followed by wp - OW zeros."""
     n, m, oh, ow = dy.shape
@@ -143,7 +141,7 @@ def add_weight_grad(xp, dy, groups, kh, kw, wp, zero, dw):
     _add_weight_grad(xp, dy, groups, kh, kw, wp, zero, dw, get_num_threads())
 
 
-@_jit
+@vectorised
 def _add_weight_grad(xp, dy, groups, kh, kw, wp, zero, dw, threads):
     """dw (M, C/G, KH, KW) += sum over images and positions q of dy[m, q] * xp[c, q + i wp + j]
     (xp from to_planes, dy from to_padded_rows). Needs M/G >= 4 and KH * KW >= 3."""
@@ -211,7 +209,7 @@ def _add_weight_grad(xp, dy, groups, kh, kw, wp, zero, dw, threads):
                     dw[g * mg + m0 + dm, ch, tap // kw, tap % kw] += acc[4 * (k - first) + dm, tap]
 
 
-@_jit
+@vectorised
 def conv_planes(xp, w, bias, groups, wp, zero, y):
     """y (N, M, OH, OW) = bias + stride-1 correlation of xp (N, C, Hp * Wp + tail), from
     to_planes, with w (M, C/G, KH, KW). Needs M/G >= 2 and KW a multiple of 5.

@@ -11,11 +11,9 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-# reassociation lets LLVM vectorise each dot product (its order is still fixed at compile
-# time, whatever the thread count); no fast-math assumptions about NaN or infinity
-_jit = njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
+from .launch import vectorised
 
 #: weights from this size on make a batch-1 product memory bound (smaller: numpy's matmul)
 MATVEC_FROM = 1 << 17
@@ -56,7 +54,7 @@ def matvec(w: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
         _matvec(w, x, out.dtype.type(0), out)
 
 
-@_jit
+@vectorised
 def _matvec(w, x, zero, out):
     n, k = w.shape
     for block in prange((n + 3) // 4):

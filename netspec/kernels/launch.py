@@ -21,6 +21,11 @@ SERIAL_BELOW = 1 << 17
 
 serial = njit(cache=True, nogil=True)
 
+# parallel only, for the dot-product kernels (direct convolutions, matvec): reassociation lets
+# LLVM vectorise their sums, whose order is still fixed at compile time, so one build serves
+# every thread count; no fast-math assumptions about NaN or infinity, which must propagate
+vectorised = njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
+
 
 def _renamed(func, suffix: str):
     """A copy of func under another name: numba's on-disk cache is keyed by the name, and the
