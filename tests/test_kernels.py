@@ -11,7 +11,9 @@ rng = np.random.default_rng(7)
 
 # (N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw)
 GEOMETRIES = [(2, 3, 7, 6, 3, 2, 1, 2, 1, 0, 1, 1), (1, 2, 9, 9, 3, 3, 2, 2, 2, 1, 2, 1),
-              (3, 1, 5, 5, 1, 1, 1, 1, 0, 0, 1, 1), (2, 2, 4, 6, 5, 3, 3, 1, 2, 2, 1, 2)]
+              (3, 1, 5, 5, 1, 1, 1, 1, 0, 0, 1, 1), (2, 2, 4, 6, 5, 3, 3, 1, 2, 2, 1, 2),
+              # 5-wide filters (a width compiled as a constant): padded, strided, dilated
+              (2, 3, 9, 10, 5, 5, 1, 1, 2, 2, 1, 1), (1, 2, 12, 11, 3, 5, 2, 2, 0, 3, 1, 2)]
 
 
 def out_size(size, k, s, p, d):
@@ -63,6 +65,25 @@ def test_im2row_is_im2col_transposed_and_row2im_its_adjoint(g, dtype):
     np.testing.assert_allclose(dx, expected, rtol=1e-12 if dtype == np.float64 else 1e-5,
                                atol=1e-12 if dtype == np.float64 else 1e-5)
     assert np.isclose((rows * r).sum(), (x * dx).sum(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [3, 5])
+def test_constant_filter_widths_give_the_bits_of_the_run_time_width(monkeypatch, kw):
+    """im2row / row2im compile 3- and 5-wide filters as constants (launch.by_filter_width):
+    the same bits as the build that reads the width at run time, padded windows included."""
+    from netspec.kernels import launch
+    x = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
+    geometry = (3, kw, 1, 1, 1, 2, 1, 1, out_size(9, 3, 1, 1, 1), out_size(11, kw, 1, 2, 1))
+    rows_shape = (2 * geometry[-2] * geometry[-1], 3 * 3 * kw)
+    results = []
+    for widths in (launch.CONSTANT_WIDTHS, ()):
+        monkeypatch.setattr(launch, "CONSTANT_WIDTHS", widths)
+        rows, dx = np.empty(rows_shape, np.float32), np.empty_like(x)
+        cpu.im2row(x, *geometry, rows)
+        cpu.row2im(rows * 0.5 + 1, *geometry, dx)
+        results.append((rows, dx))
+    for constant, run_time in zip(*results):
+        np.testing.assert_array_equal(constant, run_time)
 
 
 def test_rows_to_images_transposes_and_adds_bias():

@@ -22,7 +22,7 @@ from numba import prange, uint64 as u
 from .direct import (add_weight_grad, conv_planes, conv_rows, to_padded_rows,  # noqa: F401
                      to_planes, to_rows)
 from .gemm import matmul_add, matvec  # noqa: F401
-from .launch import kernel, serial
+from .launch import by_filter_width, kernel, serial
 from .winograd import kernels_for_tile as winograd_kernels  # noqa: F401
 from .workers import piece_size, run as run_pieces  # noqa: F401 - the layers' entry points
 
@@ -113,68 +113,82 @@ def col2im(col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
                             out[d + q * step] += src[s + q]
 
 
-@kernel
-def im2row(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, rows):
+@by_filter_width
+def im2row(KW):
     """x (N, C, H, W) -> rows (N oh ow, C kh kw): im2col transposed, one row per output
     position (each row ordered as a filter is stored); positions in the padding read 0.
     One output row of positions at a time, each input line read across all of them."""
-    n, c, h, w = x.shape
-    width = c * kh * kw
-    src, dst = x.reshape(-1), rows.reshape(-1)
-    for t in prange(n * oh):
-        b, y = t // oh, t % oh
-        first = u(t * ow * width)
-        for ch in range(c):
-            for i in range(kh):
-                hy = y * sh - ph + i * dh
-                segment = first + u((ch * kh + i) * kw)  # this (ch, i)'s kw entries, position 0
-                if hy < 0 or hy >= h:
-                    for ox in range(u(ow)):
-                        for j in range(u(kw)):
-                            dst[segment + ox * u(width) + j] = 0
-                    continue
-                line = ((b * c + ch) * h + hy) * w
-                for ox in range(ow):
-                    off = ox * sw - pw
-                    o = segment + u(ox * width)
-                    if off >= 0 and off + (kw - 1) * dw < w:  # the whole window inside
-                        s = u(line + off)
-                        for j in range(u(kw)):
-                            dst[o + j] = src[s + j * u(dw)]
+    def im2row(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, rows):
+        kw = KW if KW else kw  # a constant width: the copies of kw entries unrolled
+        n, c, h, w = x.shape
+        width = c * kh * kw
+        src, dst = x.reshape(-1), rows.reshape(-1)
+        for t in prange(n * oh):
+            b, y = t // oh, t % oh
+            first = u(t * ow * width)
+            for ch in range(c):
+                for i in range(kh):
+                    hy = y * sh - ph + i * dh
+                    segment = first + u((ch * kh + i) * kw)  # this (ch, i)'s entries, position 0
+                    if hy < 0 or hy >= h:
+                        for ox in range(u(ow)):
+                            for j in range(u(kw)):
+                                dst[segment + ox * u(width) + j] = 0
                         continue
-                    lo, hi = _valid_range(kw, dw, off, w)
-                    for j in range(u(kw)):
-                        dst[o + j] = 0
-                    s = u(line + lo * dw + off)
-                    for q in range(u(hi - lo)):
-                        dst[o + u(lo) + q] = src[s + q * u(dw)]
+                    line = ((b * c + ch) * h + hy) * w
+                    for ox in range(ow):
+                        off = ox * sw - pw
+                        o = segment + u(ox * width)
+                        if off >= 0 and off + (kw - 1) * dw < w:  # the whole window inside
+                            s = u(line + off)
+                            if dw == 1:  # contiguous: one vector move when kw is constant
+                                for j in range(u(kw)):
+                                    dst[o + j] = src[s + j]
+                            else:
+                                for j in range(u(kw)):
+                                    dst[o + j] = src[s + j * u(dw)]
+                            continue
+                        lo, hi = _valid_range(kw, dw, off, w)
+                        for j in range(u(kw)):
+                            dst[o + j] = 0
+                        s = u(line + lo * dw + off)
+                        for q in range(u(hi - lo)):
+                            dst[o + u(lo) + q] = src[s + q * u(dw)]
+    return im2row
 
 
-@kernel
-def row2im(rows, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
+@by_filter_width
+def row2im(KW):
     """Adjoint of im2row: dx (N, C, H, W) = the sum of every row entry at its pixel, image by
     image (each image's rows read in order, its gradient small enough to stay in cache)."""
-    n, c, h, w = dx.shape
-    width = c * kh * kw
-    src, out = rows.reshape(-1), dx.reshape(-1)
-    for b in prange(n):
-        base = u(b * c * h * w)
-        for q in range(u(c * h * w)):
-            out[base + q] = 0
-        for y in range(oh):
-            for ox in range(ow):
-                off = ox * sw - pw
-                lo, hi = _valid_range(kw, dw, off, w)
-                s = u(((b * oh + y) * ow + ox) * width)
-                for ch in range(c):
-                    for i in range(kh):
-                        hy = y * sh - ph + i * dh
-                        if hy < 0 or hy >= h:
-                            continue
-                        r = s + u((ch * kh + i) * kw + lo)
-                        d = base + u((ch * h + hy) * w + lo * dw + off)
-                        for q in range(u(hi - lo)):
-                            out[d + q * u(dw)] += src[r + q]
+    def row2im(rows, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
+        kw = KW if KW else kw
+        n, c, h, w = dx.shape
+        width = c * kh * kw
+        src, out = rows.reshape(-1), dx.reshape(-1)
+        for b in prange(n):
+            base = u(b * c * h * w)
+            for q in range(u(c * h * w)):
+                out[base + q] = 0
+            for y in range(oh):
+                for ox in range(ow):
+                    off = ox * sw - pw
+                    lo, hi = _valid_range(kw, dw, off, w)
+                    s = u(((b * oh + y) * ow + ox) * width)
+                    for ch in range(c):
+                        for i in range(kh):
+                            hy = y * sh - ph + i * dh
+                            if hy < 0 or hy >= h:
+                                continue
+                            r = s + u((ch * kh + i) * kw + lo)
+                            d = base + u((ch * h + hy) * w + lo * dw + off)
+                            if hi - lo == kw and dw == 1:  # the whole window, contiguous
+                                for q in range(u(kw)):
+                                    out[d + q] += src[r + q]
+                            else:
+                                for q in range(u(hi - lo)):
+                                    out[d + q * u(dw)] += src[r + q]
+    return row2im
 
 
 @kernel

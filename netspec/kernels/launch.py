@@ -51,3 +51,24 @@ def kernel(func):
         return launch.parallel(*args)
     launch.parallel, launch.serial = parallel, alone
     return launch
+
+
+#: filter widths compiled in as constants by `by_filter_width` (3x3 and 5x5 filters)
+CONSTANT_WIDTHS = (3, 5)
+
+
+def by_filter_width(make):
+    """A kernel whose third argument is a filter's width, compiled with that width as a
+    constant for the common ones (the loops over a filter row unrolled: LeNet's 5x5 im2row ran
+    2.3x faster) and read at run time for any other. make(KW) returns the kernel's source with
+    KW bound (0: the argument's width)."""
+    builds: dict[int, object] = {}
+
+    @functools.wraps(make)
+    def launch(x, kh, kw, *rest):
+        width = kw if kw in CONSTANT_WIDTHS else 0
+        build = builds.get(width)
+        if build is None:
+            build = builds[width] = kernel(make(width))
+        return build(x, kh, kw, *rest)
+    return launch
