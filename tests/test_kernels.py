@@ -161,28 +161,29 @@ def test_channel_sums_match_float64(plane):
     np.testing.assert_allclose(out, 1 + x.astype(np.float64).sum((0, 2)), rtol=1e-6, atol=1e-6)
 
 
-def test_small_calls_run_serially_large_ones_in_parallel(monkeypatch):
-    """The serial and the parallel build of a kernel give the same bits; which one runs
-    depends on the size of the call (launch.SERIAL_BELOW) and on numba's thread count."""
+def test_small_calls_run_on_the_calling_thread_large_ones_on_all(monkeypatch):
+    """A small call (under launch.SERIAL_BELOW elements) runs with numba's thread count at one
+    for its duration, a large one on every thread; the count is restored after each call,
+    and the bits are the same either way."""
     from netspec.kernels import launch
-    ran = []
-    for build in ("serial", "parallel"):
-        original = getattr(cpu.add_bias, build)
-        monkeypatch.setattr(cpu.add_bias, build,
-                            lambda *a, build=build, original=original: (ran.append(build),
-                                                                         original(*a)))
+    seen = []
+    original = cpu.add_bias.parallel
+    monkeypatch.setattr(cpu.add_bias, "parallel",
+                        lambda *a: (seen.append(numba.get_num_threads()), original(*a)))
     bias = rng.standard_normal(6).astype(np.float32)
     small, large = (rng.standard_normal((2, 6, n)).astype(np.float32) for n in (5, 20000))
-    outputs = []
+    outputs, counts = [], []
+    many = numba.config.NUMBA_NUM_THREADS
     for x in (small, large):
-        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        for threads in (1, many):
             numba.set_num_threads(threads)
             y = x.copy()
             cpu.add_bias(y, bias)
             outputs.append(y)
-    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    many = numba.config.NUMBA_NUM_THREADS > 1
-    assert ran == ["serial", "serial", "serial", "parallel" if many else "serial"]
+            counts.append(numba.get_num_threads())
+    numba.set_num_threads(many)
+    assert seen == [1, 1, 1, many]
+    assert counts == [1, many, 1, many]
     assert large.size >= launch.SERIAL_BELOW > small.size
     for y, x in zip(outputs, (small, small, large, large)):
         np.testing.assert_array_equal(y, x + bias[:, None])
