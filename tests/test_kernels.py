@@ -161,14 +161,32 @@ def test_channel_sums_match_float64(plane):
     np.testing.assert_allclose(out, 1 + x.astype(np.float64).sum((0, 2)), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("n, m", [(64, 500), (1, 4096), (7, 257)])
+def test_one_position_bias_paths_give_the_general_kernels_bits(n, m):
+    """An InnerProduct's bias add and bias gradient (P = 1) run along the rows; each element
+    gets the same operations in the same order as in the per-channel kernels."""
+    x = rng.standard_normal((n, m, 1)).astype(np.float32)
+    x[0, :3] = -0.0
+    bias = rng.standard_normal(m).astype(np.float32)
+    rows, channels = x.copy(), x.copy()
+    cpu.add_bias(rows, bias)
+    cpu._add_bias(channels, bias)
+    np.testing.assert_array_equal(rows.view(np.uint32), channels.view(np.uint32))
+    sums, reference = (np.full(m, 0.5, np.float32) for _ in range(2))
+    cpu.add_channel_sums(x, sums)
+    cpu._add_channel_sums(x, reference)
+    np.testing.assert_array_equal(sums.view(np.uint32), reference.view(np.uint32))
+    np.testing.assert_allclose(sums, 0.5 + x.astype(np.float64).sum((0, 2)), rtol=1e-6)
+
+
 def test_small_calls_run_on_the_calling_thread_large_ones_on_all(monkeypatch):
     """A small call (under launch.SERIAL_BELOW elements) runs with numba's thread count at one
     for its duration, a large one on every thread; the count is restored after each call,
     and the bits are the same either way."""
     from netspec.kernels import launch
     seen = []
-    original = cpu.add_bias.parallel
-    monkeypatch.setattr(cpu.add_bias, "parallel",
+    original = cpu._add_bias.parallel
+    monkeypatch.setattr(cpu._add_bias, "parallel",
                         lambda *a: (seen.append(numba.get_num_threads()), original(*a)))
     bias = rng.standard_normal(6).astype(np.float32)
     small, large = (rng.standard_normal((2, 6, n)).astype(np.float32) for n in (5, 20000))

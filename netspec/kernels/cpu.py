@@ -253,9 +253,17 @@ def _sum_run(src, start, length):
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
-@kernel
 def add_channel_sums(x, out):
-    """out[m] += sum over n, p of x (N, M, P), summed in float64 in a fixed order (bias grads)."""
+    """out[m] += sum over n, p of x (N, M, P), summed in float64 in a fixed order (bias grads):
+    each image's run of P, then the images in order."""
+    if x.shape[2] == 1:
+        _add_column_sums(x.reshape(x.shape[0], -1), out)
+    else:
+        _add_channel_sums(x, out)
+
+
+@kernel
+def _add_channel_sums(x, out):
     n, m, plane = x.shape
     src = x.reshape(-1)
     for k in prange(m):
@@ -266,14 +274,46 @@ def add_channel_sums(x, out):
 
 
 @kernel
+def _add_column_sums(x, out):
+    """add_channel_sums for P = 1 (an InnerProduct's bias gradient), the same sums in the same
+    order, run along the rows: one call per element of a (64, 500) gradient took 0.23 ms."""
+    n, m = x.shape
+    blocks = (m + 255) // 256
+    for k in prange(blocks):
+        lo, hi = k * 256, min(m, k * 256 + 256)
+        total = np.zeros(hi - lo, np.float64)
+        for b in range(n):
+            for j in range(hi - lo):
+                total[j] += x[b, lo + j]
+        for j in range(hi - lo):
+            out[lo + j] += total[j]
+
+
 def add_bias(x, bias):
     """x (N, M, P) += bias[m], in place."""
+    if x.shape[2] == 1:
+        _add_row_bias(x.reshape(x.shape[0], -1), bias)
+    else:
+        _add_bias(x, bias)
+
+
+@kernel
+def _add_bias(x, bias):
     n, m, plane = x.shape
     dst = x.reshape(-1)
     for t in prange(n * m):
         add, o = bias[t % m], u(t * plane)
         for p in range(u(plane)):
             dst[o + p] += add
+
+
+@kernel
+def _add_row_bias(x, bias):
+    """add_bias for P = 1, along the rows (one element a call took 0.1 ms over 64 x 500)."""
+    n, m = x.shape
+    for b in prange(n):
+        for k in range(m):
+            x[b, k] += bias[k]
 
 
 @kernel
