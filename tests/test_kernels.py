@@ -161,6 +161,26 @@ def test_channel_sums_match_float64(plane):
     np.testing.assert_allclose(out, 1 + x.astype(np.float64).sum((0, 2)), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("h, w", [(2, 2), (4, 6), (24, 24), (8, 14)])
+def test_2x2_max_pool_by_pairs_gives_the_window_loops_bits(dtype, h, w):
+    """The 2x2 stride-2 kernel (pairs of columns) picks the same first maximum as the general
+    window loop: ties, NaN first or later in a window, +0 against -0, values and mask."""
+    x = rng.integers(-2, 2, (2, 3, h, w)).astype(dtype)
+    x[0, 0, 0, 0] = np.nan
+    x[0, 1, 1, 0] = np.nan
+    x[1, 1] = -0.0
+    x[1, 1, ::2, 1::3] = 0.0
+    outs = []
+    for run in (cpu.max_pool, cpu._max_pool_windows):
+        y = np.empty((2, 3, h // 2, w // 2), dtype)
+        mask = np.empty(y.shape, np.int32)
+        run(x, 2, 2, 2, 2, 0, 0, y, mask)
+        outs.append((y.view(f"u{y.itemsize}"), mask))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+
+
 @pytest.mark.parametrize("n, m", [(64, 500), (1, 4096), (7, 257)])
 def test_one_position_bias_paths_give_the_general_kernels_bits(n, m):
     """An InnerProduct's bias add and bias gradient (P = 1) run along the rows; each element
