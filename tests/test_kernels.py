@@ -13,7 +13,10 @@ rng = np.random.default_rng(7)
 GEOMETRIES = [(2, 3, 7, 6, 3, 2, 1, 2, 1, 0, 1, 1), (1, 2, 9, 9, 3, 3, 2, 2, 2, 1, 2, 1),
               (3, 1, 5, 5, 1, 1, 1, 1, 0, 0, 1, 1), (2, 2, 4, 6, 5, 3, 3, 1, 2, 2, 1, 2),
               # 5-wide filters (a width compiled as a constant): padded, strided, dilated
-              (2, 3, 9, 10, 5, 5, 1, 1, 2, 2, 1, 1), (1, 2, 12, 11, 3, 5, 2, 2, 0, 3, 1, 2)]
+              (2, 3, 9, 10, 5, 5, 1, 1, 2, 2, 1, 1), (1, 2, 12, 11, 3, 5, 2, 2, 0, 3, 1, 2),
+              # square windows, no padding (im2row's unpadded kernel): constant and run-time
+              (2, 3, 12, 12, 5, 5, 1, 1, 0, 0, 1, 1), (2, 2, 9, 8, 3, 3, 2, 2, 0, 0, 1, 1),
+              (1, 2, 7, 9, 4, 4, 1, 2, 0, 0, 1, 1)]
 
 
 def out_size(size, k, s, p, d):

@@ -113,11 +113,43 @@ def col2im(col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
                             out[d + q * step] += src[s + q]
 
 
-@by_filter_width
-def im2row(KW):
+def im2row(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, rows):
     """x (N, C, H, W) -> rows (N oh ow, C kh kw): im2col transposed, one row per output
     position (each row ordered as a filter is stored); positions in the padding read 0.
-    One output row of positions at a time, each input line read across all of them."""
+    Each row is written start to end, from input lines that stay in cache."""
+    if ph == pw == 0 and dh == dw == 1 and kh == kw:
+        _im2row_unpadded(x, kh, kw, sh, sw, oh, ow, rows)
+    else:
+        _im2row(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, rows)
+
+
+@by_filter_width
+def _im2row_unpadded(KW):
+    """im2row of square windows with no padding or dilation: every window whole, its rows
+    copied with no tests (a constant width unrolls them). LeNet conv2's im2row of 16 images
+    0.28 -> 0.10 ms on one thread, against writing one input line's windows across a row of
+    positions (stores the row width apart)."""
+    def im2row_unpadded(x, kh, kw, sh, sw, oh, ow, rows):
+        k = KW if KW else kw
+        n, c, h, w = x.shape
+        width = c * k * k
+        src, dst = x.reshape(-1), rows.reshape(-1)
+        for t in prange(n * oh):
+            b, y = t // oh, t % oh
+            for ox in range(ow):
+                o = u((t * ow + ox) * width)
+                for ch in range(c):
+                    for i in range(k):
+                        s = u(((b * c + ch) * h + y * sh + i) * w + ox * sw)
+                        d = o + u((ch * k + i) * k)
+                        for j in range(u(k)):
+                            dst[d + j] = src[s + j]
+    return im2row_unpadded
+
+
+@by_filter_width
+def _im2row(KW):
+    """im2row with any padding and dilation, a row at a time."""
     def im2row(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, rows):
         kw = KW if KW else kw  # a constant width: the copies of kw entries unrolled
         n, c, h, w = x.shape
@@ -125,35 +157,34 @@ def im2row(KW):
         src, dst = x.reshape(-1), rows.reshape(-1)
         for t in prange(n * oh):
             b, y = t // oh, t % oh
-            first = u(t * ow * width)
-            for ch in range(c):
-                for i in range(kh):
-                    hy = y * sh - ph + i * dh
-                    segment = first + u((ch * kh + i) * kw)  # this (ch, i)'s entries, position 0
-                    if hy < 0 or hy >= h:
-                        for ox in range(u(ow)):
+            for ox in range(ow):
+                off = ox * sw - pw
+                inside = off >= 0 and off + (kw - 1) * dw < w  # the window's columns
+                o = u((t * ow + ox) * width)
+                lo, hi = _valid_range(kw, dw, off, w)
+                for ch in range(c):
+                    for i in range(kh):
+                        hy = y * sh - ph + i * dh
+                        d = o + u((ch * kh + i) * kw)
+                        if hy < 0 or hy >= h:
                             for j in range(u(kw)):
-                                dst[segment + ox * u(width) + j] = 0
-                        continue
-                    line = ((b * c + ch) * h + hy) * w
-                    for ox in range(ow):
-                        off = ox * sw - pw
-                        o = segment + u(ox * width)
-                        if off >= 0 and off + (kw - 1) * dw < w:  # the whole window inside
-                            s = u(line + off)
-                            if dw == 1:  # contiguous: one vector move when kw is constant
-                                for j in range(u(kw)):
-                                    dst[o + j] = src[s + j]
-                            else:
-                                for j in range(u(kw)):
-                                    dst[o + j] = src[s + j * u(dw)]
+                                dst[d + j] = 0
                             continue
-                        lo, hi = _valid_range(kw, dw, off, w)
-                        for j in range(u(kw)):
-                            dst[o + j] = 0
-                        s = u(line + lo * dw + off)
-                        for q in range(u(hi - lo)):
-                            dst[o + u(lo) + q] = src[s + q * u(dw)]
+                        line = u(((b * c + ch) * h + hy) * w)
+                        if inside and dw == 1:  # contiguous: one vector move when kw is constant
+                            s = line + u(off)
+                            for j in range(u(kw)):
+                                dst[d + j] = src[s + j]
+                        elif inside:
+                            s = line + u(off)
+                            for j in range(u(kw)):
+                                dst[d + j] = src[s + j * u(dw)]
+                        else:
+                            for j in range(u(kw)):
+                                dst[d + j] = 0
+                            s = line + u(lo * dw + off)
+                            for q in range(u(hi - lo)):
+                                dst[d + u(lo) + q] = src[s + q * u(dw)]
     return im2row
 
 
