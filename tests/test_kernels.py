@@ -184,6 +184,29 @@ def test_2x2_max_pool_by_pairs_gives_the_window_loops_bits(dtype, h, w):
     np.testing.assert_array_equal(outs[0][1], outs[1][1])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("h, w, pad", [(5, 5, 0), (13, 13, 0), (8, 14, 0), (9, 12, 1),
+                                       (14, 13, 1), (7, 8, 2), (3, 4, 0)])
+def test_3x3_stride_2_max_pool_by_pairs_gives_the_window_loops_bits(dtype, h, w, pad):
+    """3x3 windows at stride 2 (rows read as pairs from an even or an odd start, odd and even
+    widths, padded, ceil-rounded windows cut by the edge): the window loop's first maxima."""
+    x = rng.integers(-2, 2, (2, 3, h, w)).astype(dtype)
+    x[0, 0, 0, 0] = np.nan
+    x[0, 1, 1, 1:4] = np.nan
+    x[1, 1] = -0.0
+    x[1, 1, ::2, 1::3] = 0.0
+    size = [-(-(d + 2 * pad - 3) // 2) + 1 for d in (h, w)]
+    size = [s - 1 if (s - 1) * 2 >= d + pad else s for s, d in zip(size, (h, w))]
+    outs = []
+    for run in (cpu.max_pool, cpu._max_pool_windows):
+        y = np.empty((2, 3, *size), dtype)
+        mask = np.empty(y.shape, np.int32)
+        run(x, 3, 3, 2, 2, pad, pad, y, mask)
+        outs.append((y.view(f"u{y.itemsize}"), mask))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+
+
 @pytest.mark.parametrize("n, m", [(64, 500), (1, 4096), (7, 257)])
 def test_one_position_bias_paths_give_the_general_kernels_bits(n, m):
     """An InnerProduct's bias add and bias gradient (P = 1) run along the rows; each element

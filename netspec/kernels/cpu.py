@@ -489,6 +489,9 @@ def max_pool(x, kh, kw, sh, sw, ph, pw, y, mask):
     if kh == sh == 2 and kw == sw == 2 and ph == pw == 0 and y.shape[2:] == (h // 2, w // 2) \
             and h % 2 == w % 2 == 0:
         _max_pool_2x2(_pairs(x), h, w, n * c, y.reshape(-1), mask.reshape(-1))
+    elif kh == kw == 3 and sh == sw == 2 and x.size >= 4:
+        flat = np.ascontiguousarray(x).reshape(-1)
+        _max_pool_3x3_stride2(x, _pairs(flat), _pairs(flat[1:-1]), ph, pw, y, mask)
     else:
         _max_pool_windows(x, kh, kw, sh, sw, ph, pw, y, mask)
 
@@ -500,6 +503,7 @@ def _pairs(x):
     branches on each compare mispredicted (2x2 max over LeNet's 64 x 20 x 24 x 24: 0.79 ->
     0.18 ms on one thread)."""
     flat = np.ascontiguousarray(x).reshape(-1)
+    flat = flat[:flat.size // 2 * 2]
     return flat.view(np.complex64 if x.dtype == np.float32 else np.complex128)
 
 
@@ -509,6 +513,75 @@ def _first_max(v, k, best, arg):
     not a branch)."""
     better = v > best
     return (v if better else best), (k if better else arg)
+
+
+@serial
+def _max_3x3_pairs(r0, r1, r2, p0, p1, p2, k0, w, count, top, where, first):
+    """`count` 3x3 windows at stride 2 whose three rows start at pairs p0, p1, p2 of r0, r1,
+    r2 (the first window at flat index k0 of its plane): first maxima into top and where."""
+    for q in range(count):
+        k = k0 + 2 * q
+        a, b = r0[p0 + q], r0[p0 + q + u(1)]
+        best, arg = _first_max(a.imag, k + 1, a.real, k)
+        best, arg = _first_max(b.real, k + 2, best, arg)
+        a, b = r1[p1 + q], r1[p1 + q + u(1)]
+        best, arg = _first_max(a.real, k + w, best, arg)
+        best, arg = _first_max(a.imag, k + w + 1, best, arg)
+        best, arg = _first_max(b.real, k + w + 2, best, arg)
+        a, b = r2[p2 + q], r2[p2 + q + u(1)]
+        best, arg = _first_max(a.real, k + 2 * w, best, arg)
+        best, arg = _first_max(a.imag, k + 2 * w + 1, best, arg)
+        best, arg = _first_max(b.real, k + 2 * w + 2, best, arg)
+        top[first + q] = best
+        where[first + q] = arg
+
+
+@kernel
+def _max_pool_3x3_stride2(x, even, odd, ph, pw, y, mask):
+    """max_pool of 3x3 windows at stride 2 (CaffeNet's, ResNet's and cifar10_quick's pools):
+    a window row that starts at an even flat index is read as pairs of `even`, at an odd one
+    of `odd`, vectorised along the output row; windows cut by an edge take the general loop."""
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    src, top, where = x.reshape(-1), y.reshape(-1), mask.reshape(-1)
+    lo = min(ow, (pw + 1) // 2)  # outputs [lo, hi): windows inside along the row, and the
+    hi = max(lo, min(ow, (w - 4 + pw) // 2 + 1))  # pair after each window's end too
+    for t in prange(n * c):
+        plane = t * h * w
+        for py in range(oh):
+            hs = py * 2 - ph
+            o = u((t * oh + py) * ow)
+            inner = hs >= 0 and hs + 3 <= h
+            if inner and hi > lo:
+                k0 = hs * w + 2 * lo - pw  # the first inner window's start in its plane
+                s0, s1, s2 = plane + k0, plane + k0 + w, plane + k0 + 2 * w
+                p0, p1, p2 = u(s0 // 2), u(s1 // 2), u(s2 // 2)  # odd[i]: src[2i + 1, 2i + 2]
+                count, first = u(hi - lo), o + u(lo)
+                if s0 % 2 == 0 and s1 % 2 == 0:
+                    _max_3x3_pairs(even, even, even, p0, p1, p2, k0, w, count, top, where, first)
+                elif s0 % 2 == 0:
+                    _max_3x3_pairs(even, odd, even, p0, p1, p2, k0, w, count, top, where, first)
+                elif s1 % 2 == 0:
+                    _max_3x3_pairs(odd, even, odd, p0, p1, p2, k0, w, count, top, where, first)
+                else:
+                    _max_3x3_pairs(odd, odd, odd, p0, p1, p2, k0, w, count, top, where, first)
+            hs, he = _window(py, 2, ph, 3, h)
+            for px in range(ow):
+                if inner and lo <= px < hi:
+                    continue
+                ws, we = _window(px, 2, pw, 3, w)
+                if hs >= he or ws >= we:  # a ceil-rounded window wholly past the input
+                    top[o + u(px)] = -np.inf
+                    where[o + u(px)] = -1
+                    continue
+                best, arg = src[u(plane + hs * w + ws)], hs * w + ws
+                for hy in range(hs, he):
+                    for wx in range(ws, we):
+                        v = src[u(plane + hy * w + wx)]
+                        if v > best:
+                            best, arg = v, hy * w + wx
+                top[o + u(px)] = best
+                where[o + u(px)] = arg
 
 
 @kernel
