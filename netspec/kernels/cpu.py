@@ -188,43 +188,10 @@ def _im2row(KW):
     return im2row
 
 
-def row2im(rows, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
+@by_filter_width
+def row2im(KW):
     """Adjoint of im2row: dx (N, C, H, W) = the sum of every row entry at its pixel, image by
     image (each image's rows read in order, its gradient small enough to stay in cache)."""
-    if ph == pw == 0 and dh == dw == 1 and kh == kw:
-        _row2im_unpadded(rows, kh, kw, sh, sw, oh, ow, dx)
-    else:
-        _row2im(rows, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx)
-
-
-@by_filter_width
-def _row2im_unpadded(KW):
-    """row2im of square windows with no padding or dilation: every window whole, added with
-    no tests, in the same order as the general loop (the same bits)."""
-    def row2im_unpadded(rows, kh, kw, sh, sw, oh, ow, dx):
-        k = KW if KW else kw
-        n, c, h, w = dx.shape
-        width = c * k * k
-        src, out = rows.reshape(-1), dx.reshape(-1)
-        for b in prange(n):
-            base = u(b * c * h * w)
-            for q in range(u(c * h * w)):
-                out[base + q] = 0
-            for y in range(oh):
-                for ox in range(ow):
-                    r = u(((b * oh + y) * ow + ox) * width)
-                    for ch in range(c):
-                        for i in range(k):
-                            d = base + u((ch * h + y * sh + i) * w + ox * sw)
-                            s = r + u((ch * k + i) * k)
-                            for j in range(u(k)):
-                                out[d + j] += src[s + j]
-    return row2im_unpadded
-
-
-@by_filter_width
-def _row2im(KW):
-    """row2im with any padding and dilation."""
     def row2im(rows, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
         kw = KW if KW else kw
         n, c, h, w = dx.shape
