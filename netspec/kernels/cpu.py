@@ -457,19 +457,18 @@ def max_pool(x, kh, kw, sh, sw, ph, pw, y, mask):
             and h % 2 == w % 2 == 0:
         _max_pool_2x2(_pairs(x), h, w, n * c, y.reshape(-1), mask.reshape(-1))
     elif kh == kw == 3 and sh == sw == 2 and x.size >= 4:
-        flat = np.ascontiguousarray(x).reshape(-1)
-        _max_pool_3x3_stride2(x, _pairs(flat), _pairs(flat[1:-1]), ph, pw, y, mask)
+        _max_pool_3x3_stride2(x, _pairs(x), _pairs(x, 1), ph, pw, y, mask)
     else:
         _max_pool_windows(x, kh, kw, sh, sw, ph, pw, y, mask)
 
 
-def _pairs(x):
-    """x's elements two by two, as complex numbers (real: an even column, imaginary: the odd
-    one after it), for a pooling kernel whose windows step by two columns: LLVM vectorises
-    those loads as whole vectors and shuffles; the same loads at stride 2 became gathers, and
+def _pairs(x, start=0):
+    """x's flat elements two by two from `start` (0 or 1) on, as complex numbers (real, then
+    imaginary), for a pooling kernel whose windows step by two columns: LLVM vectorises those
+    loads as whole vectors and shuffles; the same loads at stride 2 became gathers, and
     branches on each compare mispredicted (2x2 max over LeNet's 64 x 20 x 24 x 24: 0.79 ->
     0.18 ms on one thread)."""
-    flat = np.ascontiguousarray(x).reshape(-1)
+    flat = np.ascontiguousarray(x).reshape(-1)[start:]
     flat = flat[:flat.size // 2 * 2]
     return flat.view(np.complex64 if x.dtype == np.float32 else np.complex128)
 
@@ -541,12 +540,7 @@ def _max_pool_3x3_stride2(x, even, odd, ph, pw, y, mask):
                     top[o + u(px)] = -np.inf
                     where[o + u(px)] = -1
                     continue
-                best, arg = src[u(plane + hs * w + ws)], hs * w + ws
-                for hy in range(hs, he):
-                    for wx in range(ws, we):
-                        v = src[u(plane + hy * w + wx)]
-                        if v > best:
-                            best, arg = v, hy * w + wx
+                best, arg = _max_window(src, u(plane), w, hs, he, ws, we)
                 top[o + u(px)] = best
                 where[o + u(px)] = arg
 
@@ -572,17 +566,21 @@ def _max_pool_windows(x, kh, kw, sh, sw, ph, pw, y, mask):
                 if full3 and he - hs == 3 and we - ws == 3:
                     best, arg = _max_3x3(src, plane, w, hs, ws)
                 else:
-                    best = src[plane + u(hs * w + ws)]
-                    arg = hs * w + ws
-                    for hy in range(hs, he):
-                        row = plane + u(hy * w)
-                        for wx in range(ws, we):  # selects, not branches: no mispredictions
-                            v = src[row + u(wx)]
-                            better = v > best
-                            best = v if better else best
-                            arg = hy * w + wx if better else arg
+                    best, arg = _max_window(src, plane, w, hs, he, ws, we)
                 top[o + u(px)] = best
                 where[o + u(px)] = arg
+
+
+@serial
+def _max_window(src, plane, w, hs, he, ws, we):
+    """The first maximum in scan order of the window rows [hs, he) x columns [ws, we) of the
+    plane at flat offset `plane`: (value, flat index in the plane)."""
+    best, arg = src[plane + u(hs * w + ws)], hs * w + ws
+    for hy in range(hs, he):
+        row = plane + u(hy * w)
+        for wx in range(ws, we):  # selects, not branches: no mispredictions
+            best, arg = _first_max(src[row + u(wx)], hy * w + wx, best, arg)
+    return best, arg
 
 
 @serial
