@@ -18,6 +18,28 @@ import numba
 import numpy as np
 from numba import njit
 
+
+def prefer_wide_vectors() -> str | None:
+    """Let LLVM use the whole AVX-512 register (16 floats) in netspec's loops, not half of it.
+
+    LLVM tunes Intel's AVX-512 cores to prefer 256-bit vectors ("prefer-256-bit": the clock
+    may drop when 512-bit units run, which pays off only in long loops). netspec's kernels are
+    long loops of multiply-adds, which OpenBLAS runs 512 bits wide on the same cores: on a
+    2-core Emerald Rapids VM, cifar10_quick's training step 60.3 -> 54.1 ms, the direct
+    convolutions 1.2-1.3x faster. Applied before numba builds its code generator (the first
+    compile or cache load); a NUMBA_CPU_FEATURES the user set is kept. numba keys its on-disk
+    cache by these features, so a cache built without them is not reused. Returns the features
+    set, or None where nothing changed (no AVX-512, or set by the user)."""
+    import llvmlite.binding as ll
+    from numba.core import codegen
+    if numba.config.CPU_FEATURES is not None or not ll.get_host_cpu_features().get("avx512f"):
+        return None
+    numba.config.CPU_FEATURES = codegen.get_host_cpu_features() + ",-prefer-256-bit"
+    return numba.config.CPU_FEATURES
+
+
+prefer_wide_vectors()
+
 #: calls whose largest array holds fewer elements than this run on the calling thread alone
 SERIAL_BELOW = 1 << 17
 
