@@ -333,16 +333,16 @@ class Convolution(RectifiesOutput, Layer):
         return planes
 
     def direct_filters(self, flip: bool):
-        """The filters as the rows layout's (G, M/G, KH, KW C/G), or for the input gradient
-        flipped and transposed: (G, C/G, KH, KW M/G)."""
+        """The filters as the rows layout's (G, M/G, KW KH C/G), or for the input gradient
+        flipped and transposed: (G, C/G, KW KH M/G)."""
         p = self.p
         w = self.blobs[0].data
         m, cg, kh, kw = w.shape
         w = w.reshape(p.group, m // p.group, cg, kh, kw)
-        w = w[:, :, :, ::-1, ::-1].transpose(0, 2, 3, 4, 1) if flip else w.transpose(0, 1, 3, 4, 2)
+        w = w[:, :, :, ::-1, ::-1].transpose(0, 2, 4, 3, 1) if flip else w.transpose(0, 1, 4, 3, 2)
         out = workspace("direct filters", w.size, self.dtype).reshape(w.shape)
         np.copyto(out, w)
-        return out.reshape(*w.shape[:3], -1)
+        return out.reshape(*w.shape[:2], -1)
 
     def forward(self, bottom, top):
         p = self.p
@@ -356,7 +356,7 @@ class Convolution(RectifiesOutput, Layer):
             if self.direct_forward:
                 kernels.conv_rows(self.direct_rows(kernels, x, p.pads),
                                   self.direct_filters(False), bias, x.shape[1] // p.group,
-                                  *p.strides, zero, top[0].data)
+                                  p.kernel[0], *p.strides, zero, top[0].data)
             else:
                 kernels.conv_planes(self.direct_planes(kernels, x), self.blobs[0].data, bias,
                                     p.group, x.shape[3] + 2 * p.pads[1], zero, top[0].data)
@@ -448,7 +448,8 @@ class Convolution(RectifiesOutput, Layer):
             rows = self.direct_rows(kernels, top[0].diff,
                                     (p.kernel[0] - 1 - p.pads[0], p.kernel[1] - 1 - p.pads[1]))
             kernels.conv_rows(rows, self.direct_filters(True), absent(self.dtype),
-                              p.num_output // p.group, 1, 1, self.dtype.type(0), bottom[0].diff)
+                              p.num_output // p.group, p.kernel[0], 1, 1, self.dtype.type(0),
+                              bottom[0].diff)
         need_w = not self.direct_weight_grad
         need_x = propagate_down[0] and not self.direct_input_grad
         if need_w or need_x:
