@@ -169,15 +169,15 @@ def direct_everywhere(monkeypatch):
 
 
 DIRECT_CASES = [  # (m, extra, shape, which passes run direct: forward, input grad, weight grad)
-    (4, "kernel_size: 3 pad: 1", (2, 3, 6, 7), (True, True, True)),  # edge tiles overlap
-    (7, "kernel_size: 5 pad: 2", (2, 3, 5, 9), (True, True, True)),
-    (14, "kernel_size: 3 pad: 1", (1, 3, 5, 6), (True, True, True)),  # two tasks of dW tiles
+    (6, "kernel_size: 3 pad: 1", (2, 5, 6, 7), (True, True, True)),  # edge tiles overlap
+    (7, "kernel_size: 5 pad: 2", (2, 5, 5, 9), (True, True, True)),
+    (14, "kernel_size: 3 pad: 1", (1, 4, 5, 6), (True, True, True)),  # two tasks of dW tiles
     (4, "kernel_size: 3 stride: 2 pad: 1", (2, 3, 9, 9), (True, False, False)),
     (5, "kernel_h: 2 kernel_w: 3 pad_h: 1 pad_w: 0", (2, 4, 5, 7), (True, True, True)),
-    (8, "kernel_size: 3 group: 2 pad: 1", (2, 6, 5, 6), (True, True, True)),
+    (8, "kernel_size: 3 group: 2 pad: 1", (2, 8, 5, 6), (True, True, True)),
     (4, "kernel_size: 3 dilation: 2", (1, 3, 9, 9), (False, False, False)),
-    (2, "kernel_size: 3", (1, 3, 6, 6), (False, True, False)),  # 2 filters: no tile of 3
-    (3, "kernel_h: 1 kernel_w: 3 pad_w: 1", (2, 4, 3, 8), (True, True, False)),  # dW tiles: 4
+    (2, "kernel_size: 3", (1, 4, 6, 6), (False, True, False)),  # 2 filters: no tile of 4
+    (3, "kernel_h: 1 kernel_w: 3 pad_w: 1", (2, 4, 3, 8), (False, True, False)),  # 3: no tile
     (9, "kernel_h: 1 kernel_w: 3 pad_w: 1", (1, 2, 3, 8), (True, False, True)),  # taps: 3
 ]
 

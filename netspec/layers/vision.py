@@ -173,7 +173,7 @@ class Convolution(RectifiesOutput, Layer):
 
     def plan_direct(self, channels: int, height: int, width: int, in_place: bool) -> None:
         """Which passes run the direct kernels instead of im2col + GEMM (see DIRECT_*): the
-        kernels tile 3 filters x 4 positions and read contiguous filter rows (no dilation);
+        kernels tile 4 filters x 4 positions and read contiguous filter rows (no dilation);
         the gradients are stride-1 correlations, the input gradient over dY padded to a "full"
         correlation (work in proportion to the input's area, not the output's)."""
         p = self.p
@@ -182,9 +182,9 @@ class Convolution(RectifiesOutput, Layer):
         mg, cg = p.num_output // p.group, channels // p.group
         plain = DIRECT and p.dilations == (1, 1) and kh * kw > 1 and not in_place
         stride1 = p.strides == (1, 1) and ph < kh and pw < kw
-        self.direct_forward = (plain and 3 <= mg <= DIRECT_MAX_FILTERS and ow >= 4
+        self.direct_forward = (plain and 4 <= mg <= DIRECT_MAX_FILTERS and ow >= 4
                                and kw * cg >= DIRECT_MIN_RUN)
-        self.direct_input_grad = (plain and stride1 and 3 <= cg <= DIRECT_MAX_FILTERS
+        self.direct_input_grad = (plain and stride1 and 4 <= cg <= DIRECT_MAX_FILTERS
                                   and width >= 4 and kw * mg >= DIRECT_MIN_RUN
                                   and height * width <= DIRECT_MAX_WASTE * oh * ow)
         self.direct_weight_grad = (plain and stride1 and 4 <= mg <= DIRECT_MAX_FILTERS
