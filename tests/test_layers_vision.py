@@ -178,7 +178,8 @@ DIRECT_CASES = [  # (m, extra, shape, which passes run direct: forward, input gr
     (4, "kernel_size: 3 dilation: 2", (1, 3, 9, 9), (False, False, False)),
     (2, "kernel_size: 3", (1, 4, 6, 6), (False, True, False)),  # 2 filters: no tile of 4
     (3, "kernel_h: 1 kernel_w: 3 pad_w: 1", (2, 4, 3, 8), (False, True, False)),  # 3: no tile
-    (9, "kernel_h: 1 kernel_w: 3 pad_w: 1", (1, 2, 3, 8), (True, False, True)),  # taps: 3
+    (9, "kernel_h: 1 kernel_w: 5 pad_w: 2", (1, 2, 3, 8), (True, False, True)),  # taps: 5
+    (6, "kernel_size: 3 pad: 1", (1, 2, 5, 6), (True, False, True)),  # 9 taps: tiles overlap
 ]
 
 

@@ -22,8 +22,8 @@ Two layouts make the runs contiguous:
   (i, j) is a dot product of dY (rows padded to Wp with zeros) with the plane shifted by
   i * Wp + j: one run of OH * Wp per image (Wp - OW of each Wp multiply zeros; a copy per
   kernel column without them moved more memory than the zeros cost). Its tile is 4 filters x
-  3 taps (no tap wasted on 3x3 kernels, 2 of 27 on 5x5; 3 x 4 wasted a quarter of a 3x3's
-  work and made cifar10_quick's weight gradients 1.2-1.5x slower).
+  5 taps (none wasted on 5x5 kernels, one of 10 on 3x3; on AVX2 3 x 4 had wasted a quarter of
+  a 3x3's work, but on AVX-512 4 x 3 ran 1.15-1.2x slower on cifar10_quick's 5x5 layers).
 
 With one to a few input channels those runs are too short to vectorise (LeNet's conv1: 5);
 the planes kernel then runs its vectors along the output rows instead (conv_planes).
@@ -163,7 +163,10 @@ def add_weight_grad(xp, dy, groups, kh, kw, wp, zero, dw):
 @vectorised
 def _add_weight_grad(xp, dy, groups, kh, kw, wp, zero, dw, threads):
     """dw (M, C/G, KH, KW) += sum over images and positions q of dy[m, q] * xp[c, q + i wp + j]
-    (xp from to_planes, dy from to_padded_rows). Needs M/G >= 4 and KH * KW >= 3."""
+    (xp from to_planes, dy from to_padded_rows). Needs M/G >= 4 and KH * KW >= 5.
+
+    A tile is 4 filters x 5 taps: 20 sums over one run of dY, each from 9 vector loads (4 x 3
+    took 7 loads for 12 sums: cifar10_quick's conv1 and conv2 1.15-1.2x slower)."""
     n, m, q_len = dy.shape
     c = xp.shape[1]
     mg, cg = m // groups, c // groups
@@ -187,36 +190,48 @@ def _add_weight_grad(xp, dy, groups, kh, kw, wp, zero, dw, threads):
             for k in range(first, last):
                 m0 = g * mg + min(4 * k, mg - 4)
                 d0, d1, d2, d3 = dy[b, m0], dy[b, m0 + 1], dy[b, m0 + 2], dy[b, m0 + 3]
-                for tb in range(0, taps, 3):
-                    t0 = min(tb, taps - 3)
+                for tb in range(0, taps, 5):
+                    t0 = min(tb, taps - 5)
                     o0 = (t0 // kw) * wp + t0 % kw
                     o1 = ((t0 + 1) // kw) * wp + (t0 + 1) % kw
                     o2 = ((t0 + 2) // kw) * wp + (t0 + 2) % kw
+                    o3 = ((t0 + 3) // kw) * wp + (t0 + 3) % kw
+                    o4 = ((t0 + 4) // kw) * wp + (t0 + 4) % kw
                     a0, a1, a2 = plane[o0:o0 + q_len], plane[o1:o1 + q_len], plane[o2:o2 + q_len]
-                    s00 = s01 = s02 = s10 = s11 = s12 = zero
-                    s20 = s21 = s22 = s30 = s31 = s32 = zero
+                    a3, a4 = plane[o3:o3 + q_len], plane[o4:o4 + q_len]
+                    s00 = s01 = s02 = s03 = s04 = s10 = s11 = s12 = s13 = s14 = zero
+                    s20 = s21 = s22 = s23 = s24 = s30 = s31 = s32 = s33 = s34 = zero
                     for q in range(q_len):
-                        v0, v1, v2 = a0[q], a1[q], a2[q]
+                        v0, v1, v2, v3, v4 = a0[q], a1[q], a2[q], a3[q], a4[q]
                         u0 = d0[q]
                         s00 += u0 * v0
                         s01 += u0 * v1
                         s02 += u0 * v2
+                        s03 += u0 * v3
+                        s04 += u0 * v4
                         u1 = d1[q]
                         s10 += u1 * v0
                         s11 += u1 * v1
                         s12 += u1 * v2
+                        s13 += u1 * v3
+                        s14 += u1 * v4
                         u2 = d2[q]
                         s20 += u2 * v0
                         s21 += u2 * v1
                         s22 += u2 * v2
+                        s23 += u2 * v3
+                        s24 += u2 * v4
                         u3 = d3[q]
                         s30 += u3 * v0
                         s31 += u3 * v1
                         s32 += u3 * v2
-                    sums = ((s00, s01, s02), (s10, s11, s12), (s20, s21, s22), (s30, s31, s32))
+                        s33 += u3 * v3
+                        s34 += u3 * v4
+                    sums = ((s00, s01, s02, s03, s04), (s10, s11, s12, s13, s14),
+                            (s20, s21, s22, s23, s24), (s30, s31, s32, s33, s34))
                     row = 4 * (k - first)
                     for dm in range(4):
-                        for dt in range(3):
+                        for dt in range(5):
                             if t0 + dt >= tb:  # the previous tile summed the taps before tb
                                 acc[row + dm, t0 + dt] += sums[dm][dt]
         for k in range(first, last):

@@ -188,7 +188,7 @@ class Convolution(RectifiesOutput, Layer):
                                   and width >= 4 and kw * mg >= DIRECT_MIN_RUN
                                   and height * width <= DIRECT_MAX_WASTE * oh * ow)
         self.direct_weight_grad = (plain and stride1 and 4 <= mg <= DIRECT_MAX_FILTERS
-                                   and kh * kw >= 3 and oh * ow >= DIRECT_MIN_PLANE)
+                                   and kh * kw >= 5 and oh * ow >= DIRECT_MIN_PLANE)
         # too few channels for the rows kernel's runs (LeNet's conv1, cifar10_quick's): the
         # planes kernel, vectorised along the output rows, five taps a pass
         self.plane_forward = (plain and not self.direct_forward and p.strides == (1, 1)
