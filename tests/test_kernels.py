@@ -358,31 +358,37 @@ def test_matmul_add_accumulates_block_by_block(monkeypatch):
     assert np.array_equal(out, expected)
 
 
+@pytest.mark.parametrize("batch", [1, 4, 5, 7, 16, 64])
 @pytest.mark.parametrize("rows", [4, 5, 7, 64, 1001])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_matvec_matches_float64_on_any_thread_count(monkeypatch, rows, dtype):
-    """The batch-1 product, rows in blocks of four (the last block overlapping): exact on
-    integer-valued floats, within float32 rounding on random ones, the same bits on one
-    thread and on all; a NaN or infinity in a row reaches that row's output."""
+def test_linear_matches_float64_on_any_thread_count(monkeypatch, batch, rows, dtype):
+    """The small-batch products of an InnerProduct (batch 1: rows in blocks of four; 4 to 64:
+    tiles of four rows x four images, the last of each overlapping): exact on integer-valued
+    floats, within float32 rounding on random ones, the same bits on one thread and on all; a
+    NaN or infinity in a row reaches that row's outputs, in an image that image's."""
     from netspec.kernels import gemm
     monkeypatch.setattr(gemm, "MATVEC_FROM", 0)
+    monkeypatch.setattr(gemm, "SKINNY_MIN_OUTPUTS", 4)
     gen = np.random.default_rng(rows)
     w = gen.integers(-4, 5, (rows, 300)).astype(dtype)
-    x = gen.integers(-4, 5, 300).astype(dtype)
-    out = np.full(rows, 7, dtype)
-    cpu.matvec(w, x, out)
-    assert np.array_equal(out, w.astype(np.float64) @ x.astype(np.float64))
-    w, x = gen.standard_normal((rows, 300)).astype(dtype), gen.standard_normal(300).astype(dtype)
+    x = gen.integers(-4, 5, (batch, 300)).astype(dtype)
+    out = np.full((batch, rows), 7, dtype)
+    cpu.linear(w, x, out)
+    assert np.array_equal(out, x.astype(np.float64) @ w.astype(np.float64).T)
+    w = gen.standard_normal((rows, 300)).astype(dtype)
+    x = gen.standard_normal((batch, 300)).astype(dtype)
     w[rows // 2, 3], w[rows - 1, 0] = np.nan, np.inf
+    x[batch - 1, 7] = np.nan
     results = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS):
         numba.set_num_threads(threads)
-        cpu.matvec(w, x, out)
+        cpu.linear(w, x, out)
         results.append(out.copy())
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     np.testing.assert_array_equal(results[0], results[1])
-    expected = w.astype(np.float64) @ x.astype(np.float64)
-    assert np.isnan(out[rows // 2]) and np.isnan(expected[rows // 2])
+    expected = x.astype(np.float64) @ w.astype(np.float64).T
+    assert np.array_equal(np.isnan(out), np.isnan(expected))
+    assert np.isnan(out[:, rows // 2]).all() and np.isnan(out[batch - 1]).all()
     np.testing.assert_allclose(out, expected, rtol=1e-4 if dtype == np.float32 else 1e-12,
                                atol=1e-4 if dtype == np.float32 else 1e-12)
 

@@ -60,10 +60,10 @@ class InnerProduct(RectifiesOutput, Layer):
         x = self._x(bottom)
         y = top[0].data.reshape(x.shape[0], self.p.num_output)
         kernels = kernels_for(y)
-        if x.shape[0] == 1 and not self.p.transpose:
-            kernels.matvec(self.blobs[0].data, x[0], y[0])
-        else:
+        if self.p.transpose:
             np.matmul(x, self._w(), out=y)
+        else:
+            kernels.linear(self.blobs[0].data, x, y)
         if self.p.bias_term:
             kernels.add_bias(y[:, :, None], self.blobs[1].data)
         self.rectify(kernels, y)
