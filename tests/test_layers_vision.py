@@ -469,15 +469,17 @@ WINOGRAD_CASES = [  # (m, extra, shape): 3x3 stride-1 forward passes by Winograd
 ]
 
 
-def winograd_layer(monkeypatch, m, extra, shape, dtype, tile=2):
+def winograd_layer(monkeypatch, m, extra, shape, dtype, tile=2, one_piece=False):
     """A Convolution that runs no backward (inference), by Winograd F(tile x tile, 3x3) (0:
-    im2col); small thresholds and pieces so these shapes take it, in several chunks and pieces."""
+    im2col); small thresholds and pieces so these shapes take it, in several chunks and pieces
+    (or each chunk as one piece, its products cut instead)."""
     from netspec.kernels import workers
     from netspec.layers import vision
     monkeypatch.setattr(vision, "WINOGRAD", tile > 0)
     monkeypatch.setattr(vision, "WINOGRAD_MIN_CHANNELS", 1)
     monkeypatch.setattr(vision, "WINOGRAD_MIN_TILES", 1)
     monkeypatch.setattr(vision, "WINOGRAD_4X4_MIN", 1 if tile == 4 else 1 << 30)
+    monkeypatch.setattr(vision, "WINOGRAD_ONE_PIECE_TILES", 1 << 30 if one_piece else 0)
     monkeypatch.setattr(vision, "COL_ELEMENTS", 9 * shape[1] * 81 * 2)  # chunks of ~2 images
     monkeypatch.setattr(workers, "MIN_COLUMNS", 1)
     monkeypatch.setattr(workers, "MIN_ELEMENTS", 1)
@@ -491,9 +493,10 @@ def winograd_layer(monkeypatch, m, extra, shape, dtype, tile=2):
     return layer, bottom, top
 
 
+@pytest.mark.parametrize("one_piece", [False, True])
 @pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("m,extra,shape", WINOGRAD_CASES)
-def test_winograd_forward_matches_columns(monkeypatch, m, extra, shape, tile):
+def test_winograd_forward_matches_columns(monkeypatch, m, extra, shape, tile, one_piece):
     """Against im2col + GEMM: to float64 rounding, in float32 within float32's rounding times
     the transforms' growth (F(4x4)'s 4s, 5s and 8s: ~10x F(2x2)'s), and the same bits on one
     thread and on two."""
@@ -502,7 +505,8 @@ def test_winograd_forward_matches_columns(monkeypatch, m, extra, shape, tile):
     for dtype, method, threads in ((np.float64, 0, 2), (np.float64, tile, 2),
                                    (np.float32, tile, 1), (np.float32, tile, 2)):
         netspec.set_threads(threads)
-        layer, bottom, top = winograd_layer(monkeypatch, m, extra, shape, dtype, method)
+        layer, bottom, top = winograd_layer(monkeypatch, m, extra, shape, dtype, method,
+                                            one_piece)
         layer.forward(bottom, top)
         out[dtype, method, threads] = top[0].data.copy()
     netspec.set_threads()

@@ -111,6 +111,8 @@ WINOGRAD_MIN_TILES = 32
 WINOGRAD_4X4_MIN = 512
 #: a one-piece batch's Winograd products are cut into about this many pieces of GEMMs
 WINOGRAD_GEMM_PIECES = 8
+#: batches with at most this many Winograd tiles run as one piece (see forward_winograd)
+WINOGRAD_ONE_PIECE_TILES = 1024
 
 
 def winograd_tiles(height: int, width: int, size: int = 2) -> tuple[int, int]:
@@ -411,10 +413,14 @@ class Convolution(RectifiesOutput, Layer):
         bias = self.blobs[1].data if p.bias_term else absent(self.dtype)
         v_all = planes("winograd inputs", points, c * per_image * self.chunk, self.dtype)
         m_all = planes("winograd products", points, m * per_image * self.chunk, self.dtype)
-        # a batch that is one piece (batch 1) cuts its products instead: a GEMM per tile
+        # a batch that is one piece (batch 1), or whose pieces' GEMMs would be thin (at most
+        # WINOGRAD_ONE_PIECE_TILES tiles in all), cuts its products instead: a GEMM per tile
         # position and group, each whole on one worker (BLAS threads these small GEMMs poorly:
-        # CaffeNet's conv4, 32 of 192 x 192 x 49, 1.17 ms on both cores' BLAS, 0.69 ms cut)
-        one_piece = x.shape[0] <= self.piece
+        # CaffeNet's conv4, 32 of 192 x 192 x 49, 1.17 ms on both cores' BLAS, 0.69 ms cut;
+        # at batch 16, CaffeNet's conv3-5 10.8 -> 9.1 ms, ResNet-50's 14x14 9.3 -> 7.3)
+        one_piece = (x.shape[0] <= self.piece
+                     or per_image * min(x.shape[0], self.chunk) <= WINOGRAD_ONE_PIECE_TILES)
+        size = self.chunk if one_piece else self.piece
         gemms = points * g
 
         def piece(_, start, stop):
@@ -435,7 +441,7 @@ class Convolution(RectifiesOutput, Layer):
             self.rectify(kernels, y[start:stop])
 
         for first, last in self.chunks(x.shape[0]):
-            kernels.run_pieces(piece, first, last, self.piece)
+            kernels.run_pieces(piece, first, last, size)
         self.col_images = None
 
     def backward(self, top, propagate_down, bottom):
