@@ -393,6 +393,54 @@ def test_linear_matches_float64_on_any_thread_count(monkeypatch, batch, rows, dt
                                atol=1e-4 if dtype == np.float32 else 1e-12)
 
 
+@pytest.mark.parametrize("batch", [1, 3, 4, 7, 64])
+@pytest.mark.parametrize("rows", [4, 6, 7, 64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_gradients_match_float64_on_any_thread_count(monkeypatch, batch, rows, dtype):
+    """An InnerProduct's small-batch gradients: dw += dy^T x (rows and images four at a time,
+    the rest one by one) and dx = dy w (columns in chunks): exact on integer-valued floats (dw
+    added to what it held), within float32 rounding on random ones, the same bits on one
+    thread and on all; a NaN in an image reaches that image's terms only."""
+    from netspec.kernels import gemm
+    monkeypatch.setattr(gemm, "MATVEC_FROM", 0)
+    monkeypatch.setattr(gemm, "INPUT_GRAD_FROM", 0)
+    monkeypatch.setattr(gemm, "SKINNY_MIN_OUTPUTS", 4)
+    monkeypatch.setattr(gemm, "COLUMNS", 128)  # three chunks of 300 columns
+    gen = np.random.default_rng(batch * rows)
+    w = gen.integers(-4, 5, (rows, 300)).astype(dtype)
+    x = gen.integers(-4, 5, (batch, 300)).astype(dtype)
+    dy = gen.integers(-4, 5, (batch, rows)).astype(dtype)
+    dw = gen.integers(-4, 5, (rows, 300)).astype(dtype)
+    expected = dw.astype(np.float64) + dy.astype(np.float64).T @ x.astype(np.float64)
+    cpu.add_linear_weight_grad(dw, dy, x)
+    assert np.array_equal(dw, expected)
+    dx = np.full((batch, 300), 7, dtype)
+    cpu.linear_input_grad(dy, w, dx)
+    assert np.array_equal(dx, dy.astype(np.float64) @ w.astype(np.float64))
+    w, x = gen.standard_normal((rows, 300)).astype(dtype), gen.standard_normal((batch, 300)).astype(dtype)
+    dy = gen.standard_normal((batch, rows)).astype(dtype)
+    x[batch - 1, 5], dy[batch - 1, rows - 1] = np.nan, np.nan
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        dw, dx = np.ones((rows, 300), dtype), np.empty((batch, 300), dtype)
+        cpu.add_linear_weight_grad(dw, dy, x)
+        cpu.linear_input_grad(dy, w, dx)
+        results.append((dw, dx))
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    dw, dx = results[0]
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    dw_expected, dx_expected = 1 + dy64.T @ x64, dy64 @ w.astype(np.float64)
+    assert np.array_equal(np.isnan(dw), np.isnan(dw_expected))
+    assert np.isnan(dw[:, 5]).all() and np.isnan(dw[rows - 1]).all()
+    assert np.array_equal(np.isnan(dx), np.isnan(dx_expected)) and np.isnan(dx[batch - 1]).all()
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(dw, dw_expected, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dx, dx_expected, rtol=tol, atol=tol)
+
+
 def test_pieces_run_once_each_and_errors_reach_the_caller():
     """workers.run: the caller and the workers share the pieces; each runs exactly once, with
     one-thread BLAS and kernels; an error reaches the caller after every piece has finished,

@@ -21,7 +21,8 @@ from numba import prange, uint64 as u
 
 from .direct import (add_weight_grad, conv_planes, conv_rows, to_padded_rows,  # noqa: F401
                      to_planes, to_rows)
-from .gemm import linear, matmul_add  # noqa: F401
+from .gemm import (add_linear_weight_grad, linear, linear_input_grad,  # noqa: F401
+                   matmul_add)
 from .launch import by_filter_width, kernel, serial
 from .winograd import kernels_for_tile as winograd_kernels  # noqa: F401
 from .workers import piece_size, run as run_pieces  # noqa: F401 - the layers' entry points

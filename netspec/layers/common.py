@@ -71,14 +71,17 @@ class InnerProduct(RectifiesOutput, Layer):
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(-1, self.p.num_output)
         x = self._x(bottom)
+        kernels = kernels_for(dy)
         if self.p.transpose:
-            kernels_for(dy).matmul_add(self.blobs[0].diff, x.T, dy)
+            kernels.matmul_add(self.blobs[0].diff, x.T, dy)
         else:
-            kernels_for(dy).matmul_add(self.blobs[0].diff, dy.T, x)
+            kernels.add_linear_weight_grad(self.blobs[0].diff, dy, x)
         if self.p.bias_term:
-            kernels_for(dy).add_channel_sums(dy[:, :, None], self.blobs[1].diff)
-        if propagate_down[0]:
+            kernels.add_channel_sums(dy[:, :, None], self.blobs[1].diff)
+        if propagate_down[0] and self.p.transpose:
             np.matmul(dy, self._w().T, out=bottom[0].diff.reshape(x.shape))
+        elif propagate_down[0]:
+            kernels.linear_input_grad(dy, self.blobs[0].data, bottom[0].diff.reshape(x.shape))
 
 
 class SoftmaxView(ParamView):
