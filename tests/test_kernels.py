@@ -476,3 +476,32 @@ def test_pieces_run_once_each_and_errors_reach_the_caller():
     assert sorted(p[0] for p in seen) == ([0, 2, 3] if workers._pool is not None else [0])
     assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
     netspec.set_threads()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tile_sums_keeps_lane_partial_sums(dtype):
+    """simd.tile_sums: 2 rows x 3 columns of dot products over a multiple of the lanes, added
+    lane by lane (lane q % LANES holds position q's terms) to what the partial sums held."""
+    from numba import njit
+
+    from netspec.kernels.simd import tile_sums
+
+    @njit
+    def run(rows, cols, length, acc):
+        tile_sums(rows, (0, 70), cols, (1, 2, 40), length, acc)
+
+    gen = np.random.default_rng(0)
+    lanes = 64 // np.dtype(dtype).itemsize
+    rows, cols = (gen.integers(-4, 5, 140).astype(dtype), gen.integers(-4, 5, 100).astype(dtype))
+    acc = gen.integers(-4, 5, (6, lanes)).astype(dtype)
+    expected = acc.astype(np.float64).copy()
+    length = 3 * lanes
+    for r, rs in enumerate((0, 70)):
+        for t, cs in enumerate((1, 2, 40)):
+            terms = rows[rs:rs + length].astype(np.float64) * cols[cs:cs + length]
+            expected[3 * r + t] += terms.reshape(-1, lanes).sum(axis=0)
+    run(rows, cols, length, acc)
+    assert np.array_equal(acc, expected)
+    before = acc.copy()
+    run(rows, cols, 0, acc)  # nothing to add
+    assert np.array_equal(acc, before)

@@ -36,6 +36,7 @@ import numpy as np
 from numba import get_num_threads, prange, uint64 as u
 
 from .launch import vectorised
+from .simd import tile_sums
 
 #: tiles of 4 filters one weight-gradient task sums (its input's copies read from memory once)
 BLOCKS_PER_TASK = 4
@@ -166,81 +167,63 @@ def _add_weight_grad(xp, dy, groups, kh, kw, wp, zero, dw, threads):
     (xp from to_planes, dy from to_padded_rows). Needs M/G >= 4 and KH * KW >= 5.
 
     A tile is 4 filters x 5 taps: 20 sums over one run of dY, each from 9 vector loads (4 x 3
-    took 7 loads for 12 sums: cifar10_quick's conv1 and conv2 1.15-1.2x slower)."""
+    took 7 loads for 12 sums: cifar10_quick's conv1 and conv2 1.15-1.2x slower on AVX-512),
+    their vector partial sums kept across the images (simd.tile_sums) and reduced once."""
     n, m, q_len = dy.shape
-    c = xp.shape[1]
+    c, size = xp.shape[1], xp.shape[2]
     mg, cg = m // groups, c // groups
     taps = kh * kw
-    blocks = (mg + 3) // 4
+    blocks, tap_blocks = (mg + 3) // 4, (taps + 4) // 5
+    lanes = 64 // dw.itemsize
+    whole = q_len // lanes * lanes  # the rest of each run: added lane by lane below
     # a task: one channel and up to BLOCKS_PER_TASK tiles of 4 filters (one image's plane stays
     # in cache for all of them), as many as keep every core busy to the end (the split never
     # changes a sum: each filter's terms keep their order, whichever task adds them)
     per_task, span = 1, 1 << 62
-    for size in range(1, BLOCKS_PER_TASK + 1):
-        tasks = groups * cg * ((blocks + size - 1) // size)
-        if (tasks + threads - 1) // threads * size <= span:
-            per_task, span = size, (tasks + threads - 1) // threads * size
+    for tiles in range(1, BLOCKS_PER_TASK + 1):
+        tasks = groups * cg * ((blocks + tiles - 1) // tiles)
+        if (tasks + threads - 1) // threads * tiles <= span:
+            per_task, span = tiles, (tasks + threads - 1) // threads * tiles
     chunks = (blocks + per_task - 1) // per_task
+    xs, ds = xp.reshape(-1), dy.reshape(-1)
     for t in prange(groups * cg * chunks):
         g, ch, first = t // (cg * chunks), (t // chunks) % cg, (t % chunks) * per_task
         last = min(blocks, first + per_task)
-        acc = np.zeros((4 * (last - first), taps), dw.dtype)
+        acc = np.zeros(((last - first) * tap_blocks * 20, lanes), dw.dtype)
         for b in range(n):
-            plane = xp[b, g * cg + ch]
+            plane = (b * c + g * cg + ch) * size
             for k in range(first, last):
-                m0 = g * mg + min(4 * k, mg - 4)
-                d0, d1, d2, d3 = dy[b, m0], dy[b, m0 + 1], dy[b, m0 + 2], dy[b, m0 + 3]
-                for tb in range(0, taps, 5):
-                    t0 = min(tb, taps - 5)
-                    o0 = (t0 // kw) * wp + t0 % kw
-                    o1 = ((t0 + 1) // kw) * wp + (t0 + 1) % kw
-                    o2 = ((t0 + 2) // kw) * wp + (t0 + 2) % kw
-                    o3 = ((t0 + 3) // kw) * wp + (t0 + 3) % kw
-                    o4 = ((t0 + 4) // kw) * wp + (t0 + 4) % kw
-                    a0, a1, a2 = plane[o0:o0 + q_len], plane[o1:o1 + q_len], plane[o2:o2 + q_len]
-                    a3, a4 = plane[o3:o3 + q_len], plane[o4:o4 + q_len]
-                    s00 = s01 = s02 = s03 = s04 = s10 = s11 = s12 = s13 = s14 = zero
-                    s20 = s21 = s22 = s23 = s24 = s30 = s31 = s32 = s33 = s34 = zero
-                    for q in range(q_len):
-                        v0, v1, v2, v3, v4 = a0[q], a1[q], a2[q], a3[q], a4[q]
-                        u0 = d0[q]
-                        s00 += u0 * v0
-                        s01 += u0 * v1
-                        s02 += u0 * v2
-                        s03 += u0 * v3
-                        s04 += u0 * v4
-                        u1 = d1[q]
-                        s10 += u1 * v0
-                        s11 += u1 * v1
-                        s12 += u1 * v2
-                        s13 += u1 * v3
-                        s14 += u1 * v4
-                        u2 = d2[q]
-                        s20 += u2 * v0
-                        s21 += u2 * v1
-                        s22 += u2 * v2
-                        s23 += u2 * v3
-                        s24 += u2 * v4
-                        u3 = d3[q]
-                        s30 += u3 * v0
-                        s31 += u3 * v1
-                        s32 += u3 * v2
-                        s33 += u3 * v3
-                        s34 += u3 * v4
-                    sums = ((s00, s01, s02, s03, s04), (s10, s11, s12, s13, s14),
-                            (s20, s21, s22, s23, s24), (s30, s31, s32, s33, s34))
-                    row = 4 * (k - first)
-                    for dm in range(4):
-                        for dt in range(5):
-                            if t0 + dt >= tb:  # the previous tile summed the taps before tb
-                                acc[row + dm, t0 + dt] += sums[dm][dt]
+                d = (b * m + g * mg + min(4 * k, mg - 4)) * q_len
+                rows = (d, d + q_len, d + 2 * q_len, d + 3 * q_len)
+                for tb in range(tap_blocks):
+                    t0 = min(5 * tb, taps - 5)
+                    cols = (plane + (t0 // kw) * wp + t0 % kw,
+                            plane + ((t0 + 1) // kw) * wp + (t0 + 1) % kw,
+                            plane + ((t0 + 2) // kw) * wp + (t0 + 2) % kw,
+                            plane + ((t0 + 3) // kw) * wp + (t0 + 3) % kw,
+                            plane + ((t0 + 4) // kw) * wp + (t0 + 4) % kw)
+                    first_sum = ((k - first) * tap_blocks + tb) * 20
+                    sums = acc[first_sum:first_sum + 20]
+                    tile_sums(ds, rows, xs, cols, whole, sums)
+                    for q in range(whole, q_len):
+                        for r in range(4):
+                            for j in range(5):
+                                sums[5 * r + j, q - whole] += ds[rows[r] + q] * xs[cols[j] + q]
         for k in range(first, last):
             m0 = min(4 * k, mg - 4)
-            for dm in range(4):
-                if m0 + dm < 4 * k:
-                    continue  # the previous tile's filter
-                for tap in range(taps):
-                    dw[g * mg + m0 + dm, ch, tap // kw, tap % kw] += acc[4 * (k - first) + dm, tap]
+            for tb in range(tap_blocks):
+                t0 = min(5 * tb, taps - 5)
+                for dm in range(4):
+                    if m0 + dm < 4 * k:
+                        continue  # the previous tile's filter
+                    for dt in range(5):
+                        if t0 + dt < 5 * tb:
+                            continue  # the previous tile's tap
+                        total = zero
+                        for lane in acc[((k - first) * tap_blocks + tb) * 20 + 5 * dm + dt]:
+                            total += lane
+                        tap = t0 + dt
+                        dw[g * mg + m0 + dm, ch, tap // kw, tap % kw] += total
 
 
 @vectorised
