@@ -245,12 +245,15 @@ def assert_direct_matches_columns(monkeypatch, m, extra, shape):
         layer.forward(bottom, top)
         top[0].diff[...] = np.random.default_rng(4).normal(size=top[0].shape)
         layer.blobs[0].diff[...] = 1
+        layer.blobs[1].diff[...] = 2
         layer.backward(top, [True], bottom)
         results[path, threads] = (top[0].data.copy(), bottom[0].diff.copy(),
-                                  layer.blobs[0].diff.copy())
+                                  layer.blobs[0].diff.copy(), layer.blobs[1].diff.copy())
     netspec.set_threads()
     for a, b in zip(results["columns", 2], results["direct", 1]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # the bias gradient, summed beside the direct kernels' copy of dY, keeps its bits
+    np.testing.assert_array_equal(results["columns", 2][3], results["direct", 1][3])
     for a, b in zip(results["direct", 1], results["direct", 2]):
         np.testing.assert_array_equal(a, b)
 

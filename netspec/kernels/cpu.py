@@ -24,6 +24,7 @@ from .direct import (add_weight_grad, conv_planes, conv_rows, to_padded_rows,  #
 from .gemm import (add_linear_weight_grad, linear, linear_input_grad,  # noqa: F401
                    matmul_add)
 from .launch import by_filter_width, kernel, serial
+from .sums import sum_run
 from .winograd import kernels_for_tile as winograd_kernels  # noqa: F401
 from .workers import piece_size, run as run_pieces  # noqa: F401 - the layers' entry points
 
@@ -264,27 +265,6 @@ def images_to_cols(x, out):
                 dst[d + p] = src[s + p]
 
 
-@serial
-def _sum_run(src, start, length):
-    """sum(src[start:start + length]) in float64: eight running sums (element i into sum
-    i % 8) added pairwise at the end, a fixed order that does not wait on one add chain."""
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    whole = u(length // 8 * 8)
-    for q in range(u(0), whole, u(8)):
-        o = start + q
-        s0 += src[o]
-        s1 += src[o + u(1)]
-        s2 += src[o + u(2)]
-        s3 += src[o + u(3)]
-        s4 += src[o + u(4)]
-        s5 += src[o + u(5)]
-        s6 += src[o + u(6)]
-        s7 += src[o + u(7)]
-    for q in range(whole, u(length)):
-        s0 += src[start + q]
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-
-
 def add_channel_sums(x, out):
     """out[m] += sum over n, p of x (N, M, P), summed in float64 in a fixed order (bias grads):
     each image's run of P, then the images in order."""
@@ -301,7 +281,7 @@ def _add_channel_sums(x, out):
     for k in prange(m):
         total = 0.0
         for b in range(n):
-            total += _sum_run(src, u((b * m + k) * plane), plane)
+            total += sum_run(src, u((b * m + k) * plane), plane)
         out[k] += total
 
 

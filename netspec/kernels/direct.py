@@ -35,8 +35,9 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, prange, uint64 as u
 
-from .launch import vectorised
+from .launch import kernel, vectorised
 from .simd import tile_sums
+from .sums import sum_run
 
 #: tiles of 4 filters one weight-gradient task sums (its input's copies read from memory once)
 BLOCKS_PER_TASK = 4
@@ -142,11 +143,15 @@ def to_planes(x, ph, pw, out):
                 dst[o + j] = src[row + j]
 
 
-@vectorised
-def to_padded_rows(dy, wp, out):
-    """dy (N, M, OH, OW) -> out (N, M, OH * wp): each row followed by wp - OW zeros."""
+@kernel
+def to_padded_rows(dy, wp, out, bias_diff):
+    """dy (N, M, OH, OW) -> out (N, M, OH * wp): each row followed by wp - OW zeros. Unless
+    bias_diff is empty, also bias_diff[m] += the sum of dy[:, m], from the same pass over dY,
+    with add_channel_sums's sums in its order (the same bits)."""
     n, m, oh, ow = dy.shape
     src, dst = dy.reshape(-1), out.reshape(-1)
+    with_sums = bias_diff.shape[0] > 0
+    sums = np.zeros((n, m) if with_sums else (0, 0))
     for t in prange(n * m):
         for r in range(oh):
             row, o = u((t * oh + r) * ow), u((t * oh + r) * wp)
@@ -154,6 +159,13 @@ def to_padded_rows(dy, wp, out):
                 dst[o + j] = src[row + j]
             for j in range(u(ow), u(wp)):
                 dst[o + j] = 0
+        if with_sums:
+            sums[t // m, t % m] = sum_run(src, u(t * oh * ow), oh * ow)
+    for k in range(bias_diff.shape[0]):
+        total = 0.0
+        for b in range(n):
+            total += sums[b, k]
+        bias_diff[k] += total
 
 
 def add_weight_grad(xp, dy, groups, kh, kw, wp, zero, dw):

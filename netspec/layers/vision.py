@@ -450,10 +450,11 @@ class Convolution(RectifiesOutput, Layer):
         kernels = kernels_for(x)
         n = x.shape[0]
         dy = top[0].diff.reshape(n, p.num_output, self.col_plane)
-        if p.bias_term:
-            kernels.add_channel_sums(dy, self.blobs[1].diff)
-        if self.direct_weight_grad:
-            self.direct_weight_gradient(kernels, x, top[0].diff)
+        bias_diff = self.blobs[1].diff if p.bias_term else absent(self.dtype)
+        if self.direct_weight_grad:  # the bias gradient from the same pass over dY
+            self.direct_weight_gradient(kernels, x, top[0].diff, bias_diff)
+        elif p.bias_term:
+            kernels.add_channel_sums(dy, bias_diff)
         if propagate_down[0] and self.direct_input_grad:
             rows = self.direct_rows(kernels, top[0].diff,
                                     (p.kernel[0] - 1 - p.pads[0], p.kernel[1] - 1 - p.pads[1]))
@@ -465,8 +466,9 @@ class Convolution(RectifiesOutput, Layer):
         if need_w or need_x:
             self.backward_columns(kernels, x, dy, bottom[0].diff, need_w, need_x)
 
-    def direct_weight_gradient(self, kernels, x, dy):
-        """dW += dY (x) x by the direct kernel: x as padded planes, dY rows padded to their width."""
+    def direct_weight_gradient(self, kernels, x, dy, bias_diff):
+        """dW += dY (x) x by the direct kernel: x as padded planes, dY rows padded to their
+        width (and bias_diff += dY's sums, unless empty)."""
         p = self.p
         n, c, h, w = x.shape
         kh, kw = p.kernel
@@ -474,7 +476,7 @@ class Convolution(RectifiesOutput, Layer):
         planes = self.direct_planes(kernels, x)
         dy_rows = workspace("direct dy", n * p.num_output * self.out_hw[0] * wp,
                             self.dtype).reshape(n, p.num_output, -1)
-        kernels.to_padded_rows(dy, wp, dy_rows)
+        kernels.to_padded_rows(dy, wp, dy_rows, bias_diff)
         kernels.add_weight_grad(planes, dy_rows, p.group, kh, kw, wp, self.dtype.type(0),
                                 self.blobs[0].diff)
 
