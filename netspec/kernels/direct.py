@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, prange, uint64 as u
 
+from .gemm import dot4x4
 from .launch import kernel, vectorised
 from .simd import tile_sums
 from .sums import sum_run
@@ -88,32 +89,10 @@ def conv_rows(xr, w, bias, channels, kh, sh, sw, zero, y):
             w0, w1, w2, w3 = w[g, m0], w[g, m0 + 1], w[g, m0 + 2], w[g, m0 + 3]
             for pb in range(0, ow, 4):
                 p0 = min(pb, ow - 4)
-                s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
-                s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
                 o = p0 * step
                 a0, a1 = row[o:o + run], row[o + step:o + step + run]
                 a2, a3 = row[o + 2 * step:o + 2 * step + run], row[o + 3 * step:o + 3 * step + run]
-                for k in range(run):
-                    u0, u1, u2, u3 = w0[k], w1[k], w2[k], w3[k]
-                    v0, v1, v2, v3 = a0[k], a1[k], a2[k], a3[k]
-                    s00 += u0 * v0
-                    s01 += u0 * v1
-                    s02 += u0 * v2
-                    s03 += u0 * v3
-                    s10 += u1 * v0
-                    s11 += u1 * v1
-                    s12 += u1 * v2
-                    s13 += u1 * v3
-                    s20 += u2 * v0
-                    s21 += u2 * v1
-                    s22 += u2 * v2
-                    s23 += u2 * v3
-                    s30 += u3 * v0
-                    s31 += u3 * v1
-                    s32 += u3 * v2
-                    s33 += u3 * v3
-                sums = ((s00, s01, s02, s03), (s10, s11, s12, s13), (s20, s21, s22, s23),
-                        (s30, s31, s32, s33))
+                sums = dot4x4(w0, w1, w2, w3, a0, a1, a2, a3, run, zero)
                 for dm in range(4):
                     if m0 + dm < mb:
                         continue  # the previous tile stored this filter

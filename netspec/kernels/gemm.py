@@ -13,7 +13,7 @@ import threading
 import numpy as np
 from numba import prange
 
-from .launch import vectorised
+from .launch import vectorised, vectorised_helper
 
 #: weights from this size on make a small batch's product memory bound (smaller: numpy's matmul)
 MATVEC_FROM = 1 << 17
@@ -104,29 +104,7 @@ def _skinny(w, x, zero, out):
         for start in range(0, batch, 4):
             b = min(start, batch - 4)
             x0, x1, x2, x3 = x[b], x[b + 1], x[b + 2], x[b + 3]
-            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
-            s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
-            for j in range(k):
-                a0, a1, a2, a3 = w0[j], w1[j], w2[j], w3[j]
-                v0, v1, v2, v3 = x0[j], x1[j], x2[j], x3[j]
-                s00 += a0 * v0
-                s01 += a0 * v1
-                s02 += a0 * v2
-                s03 += a0 * v3
-                s10 += a1 * v0
-                s11 += a1 * v1
-                s12 += a1 * v2
-                s13 += a1 * v3
-                s20 += a2 * v0
-                s21 += a2 * v1
-                s22 += a2 * v2
-                s23 += a2 * v3
-                s30 += a3 * v0
-                s31 += a3 * v1
-                s32 += a3 * v2
-                s33 += a3 * v3
-            sums = ((s00, s01, s02, s03), (s10, s11, s12, s13), (s20, s21, s22, s23),
-                    (s30, s31, s32, s33))
+            sums = dot4x4(w0, w1, w2, w3, x0, x1, x2, x3, k, zero)
             for di in range(first, 4):
                 for db in range(start - b, 4):
                     out[b + db, i + di] = sums[di][db]
@@ -187,16 +165,7 @@ def _add_outer(dw, dy, x):
         d0, d1, d2, d3 = dw[o], dw[o + 1], dw[o + 2], dw[o + 3]
         for b in range(0, full, 4):
             x0, x1, x2, x3 = x[b], x[b + 1], x[b + 2], x[b + 3]
-            a00, a01, a02, a03 = dy[b, o], dy[b + 1, o], dy[b + 2, o], dy[b + 3, o]
-            a10, a11, a12, a13 = dy[b, o + 1], dy[b + 1, o + 1], dy[b + 2, o + 1], dy[b + 3, o + 1]
-            a20, a21, a22, a23 = dy[b, o + 2], dy[b + 1, o + 2], dy[b + 2, o + 2], dy[b + 3, o + 2]
-            a30, a31, a32, a33 = dy[b, o + 3], dy[b + 1, o + 3], dy[b + 2, o + 3], dy[b + 3, o + 3]
-            for j in range(k):
-                v0, v1, v2, v3 = x0[j], x1[j], x2[j], x3[j]
-                d0[j] += a00 * v0 + a01 * v1 + a02 * v2 + a03 * v3
-                d1[j] += a10 * v0 + a11 * v1 + a12 * v2 + a13 * v3
-                d2[j] += a20 * v0 + a21 * v1 + a22 * v2 + a23 * v3
-                d3[j] += a30 * v0 + a31 * v1 + a32 * v2 + a33 * v3
+            add_products4x4(d0, d1, d2, d3, x0, x1, x2, x3, dy[b:b + 4, o:o + 4].T)
         for b in range(full, batch):
             a0, a1, a2, a3, xb = dy[b, o], dy[b, o + 1], dy[b, o + 2], dy[b, o + 3], x[b]
             for j in range(k):
@@ -232,18 +201,53 @@ def _input_grad(dy, w, dx, width):
             w0, w1, w2, w3 = w[o, lo:hi], w[o + 1, lo:hi], w[o + 2, lo:hi], w[o + 3, lo:hi]
             for b in range(0, full, 4):
                 e0, e1, e2, e3 = dx[b, lo:hi], dx[b + 1, lo:hi], dx[b + 2, lo:hi], dx[b + 3, lo:hi]
-                a00, a01, a02, a03 = dy[b, o], dy[b, o + 1], dy[b, o + 2], dy[b, o + 3]
-                a10, a11, a12, a13 = dy[b + 1, o], dy[b + 1, o + 1], dy[b + 1, o + 2], dy[b + 1, o + 3]
-                a20, a21, a22, a23 = dy[b + 2, o], dy[b + 2, o + 1], dy[b + 2, o + 2], dy[b + 2, o + 3]
-                a30, a31, a32, a33 = dy[b + 3, o], dy[b + 3, o + 1], dy[b + 3, o + 2], dy[b + 3, o + 3]
-                for j in range(hi - lo):
-                    u0, u1, u2, u3 = w0[j], w1[j], w2[j], w3[j]
-                    e0[j] += a00 * u0 + a01 * u1 + a02 * u2 + a03 * u3
-                    e1[j] += a10 * u0 + a11 * u1 + a12 * u2 + a13 * u3
-                    e2[j] += a20 * u0 + a21 * u1 + a22 * u2 + a23 * u3
-                    e3[j] += a30 * u0 + a31 * u1 + a32 * u2 + a33 * u3
+                add_products4x4(e0, e1, e2, e3, w0, w1, w2, w3, dy[b:b + 4, o:o + 4])
             for b in range(full, batch):
                 e = dx[b, lo:hi]
                 a0, a1, a2, a3 = dy[b, o], dy[b, o + 1], dy[b, o + 2], dy[b, o + 3]
                 for j in range(hi - lo):
                     e[j] += a0 * w0[j] + a1 * w1[j] + a2 * w2[j] + a3 * w3[j]
+
+
+@vectorised_helper
+def dot4x4(a0, a1, a2, a3, b0, b1, b2, b3, length, zero):
+    """The 16 dot products of a0..a3 with b0..b3 over `length`, as ((a0.b0, a0.b1, a0.b2,
+    a0.b3), (a1.b0, ...), ...): eight vector loads for 16 multiply-adds."""
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
+    for j in range(length):
+        u0, u1, u2, u3 = a0[j], a1[j], a2[j], a3[j]
+        v0, v1, v2, v3 = b0[j], b1[j], b2[j], b3[j]
+        s00 += u0 * v0
+        s01 += u0 * v1
+        s02 += u0 * v2
+        s03 += u0 * v3
+        s10 += u1 * v0
+        s11 += u1 * v1
+        s12 += u1 * v2
+        s13 += u1 * v3
+        s20 += u2 * v0
+        s21 += u2 * v1
+        s22 += u2 * v2
+        s23 += u2 * v3
+        s30 += u3 * v0
+        s31 += u3 * v1
+        s32 += u3 * v2
+        s33 += u3 * v3
+    return ((s00, s01, s02, s03), (s10, s11, s12, s13), (s20, s21, s22, s23),
+            (s30, s31, s32, s33))
+
+
+@vectorised_helper
+def add_products4x4(o0, o1, o2, o3, i0, i1, i2, i3, c):
+    """o_r[j] += sum over s of c[r, s] * i_s[j], for j below o0's length (c: 4 x 4)."""
+    c00, c01, c02, c03 = c[0, 0], c[0, 1], c[0, 2], c[0, 3]
+    c10, c11, c12, c13 = c[1, 0], c[1, 1], c[1, 2], c[1, 3]
+    c20, c21, c22, c23 = c[2, 0], c[2, 1], c[2, 2], c[2, 3]
+    c30, c31, c32, c33 = c[3, 0], c[3, 1], c[3, 2], c[3, 3]
+    for j in range(o0.shape[0]):
+        v0, v1, v2, v3 = i0[j], i1[j], i2[j], i3[j]
+        o0[j] += c00 * v0 + c01 * v1 + c02 * v2 + c03 * v3
+        o1[j] += c10 * v0 + c11 * v1 + c12 * v2 + c13 * v3
+        o2[j] += c20 * v0 + c21 * v1 + c22 * v2 + c23 * v3
+        o3[j] += c30 * v0 + c31 * v1 + c32 * v2 + c33 * v3

@@ -50,6 +50,8 @@ serial = njit(cache=True, nogil=True)
 # LLVM vectorise their sums, whose order is still fixed at compile time, so one build serves
 # every thread count; no fast-math assumptions about NaN or infinity, which must propagate
 vectorised = njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
+#: the loops that vectorised kernels share, compiled with the same flags
+vectorised_helper = njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, inline="always")
 
 
 def kernel(func):
