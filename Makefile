@@ -40,7 +40,7 @@ data/mnist/.ready: $(VENV)/.installed
 proto: install-test  ## regenerate netspec/proto/netspec_pb2.py from protos/netspec.proto
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=netspec/proto protos/netspec.proto
 
-bench: install-test  ## training and inference vs PyTorch CPU and OpenCV (about 10 minutes)
+bench: install-test  ## training and inference vs PyTorch CPU and OpenCV (about 4 minutes)
 	$(PY) benchmarks/suite.py
 
 clean:
