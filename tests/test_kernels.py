@@ -505,3 +505,21 @@ def test_tile_sums_keeps_lane_partial_sums(dtype):
     before = acc.copy()
     run(rows, cols, 0, acc)  # nothing to add
     assert np.array_equal(acc, before)
+
+
+def test_wide_vectors_on_avx512_unless_the_user_chose_features():
+    """launch.prefer_wide_vectors: on an AVX-512 host, numba builds with LLVM's prefer-256-bit
+    tuning off; a NUMBA_CPU_FEATURES the user set is kept as it is."""
+    import subprocess
+    import sys
+
+    import llvmlite.binding as ll
+    from netspec.kernels import launch  # noqa: F401 - applies the setting on import
+    wide = bool(ll.get_host_cpu_features().get("avx512f"))
+    assert (numba.config.CPU_FEATURES or "").endswith(",-prefer-256-bit") == wide
+    code = ("import numba, netspec.kernels.launch as l; "
+            "print(l.prefer_wide_vectors(), numba.config.CPU_FEATURES)")
+    env = {**__import__("os").environ, "NUMBA_CPU_FEATURES": "+sse2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["None", "+sse2"]
