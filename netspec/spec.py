@@ -37,6 +37,11 @@ def read_spec(path: str | os.PathLike, message: pb_message.Message):
         raise SpecError("file not found", file=path) from None
     except IsADirectoryError:
         raise SpecError("is a folder, not a text spec", file=path) from None
+    except ValueError:  # a NUL byte: neither a file name nor prototxt text
+        raise SpecError("not a file name or a net's text (it holds a NUL byte)",
+                        file=repr(path)[:80]) from None
+    except OSError as e:  # a name too long, no permission, ...
+        raise SpecError(f"cannot read it: {e.strerror or e}", file=path[:200]) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

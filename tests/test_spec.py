@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from netspec import Net, SpecError, TRAIN
+from netspec import Net, SpecError, TEST, TRAIN
 from netspec.proto import netspec_pb2 as pb
 from netspec.spec import layer_lines, read_text, resolve_path, write_atomic
 
@@ -48,6 +48,15 @@ def test_syntax_error_names_the_token(tmp_path):
 def test_missing_file():
     with pytest.raises(SpecError, match="nope.prototxt: file not found"):
         read_text("nope.prototxt", pb.NetParameter())
+
+
+def test_names_no_file_can_have():
+    """A NUL byte (what the fuzzer made of a net's text) or a name longer than the system
+    allows: one SpecError line, not Python's ValueError or OSError."""
+    with pytest.raises(SpecError, match="holds a NUL byte"):
+        Net("\x00", TEST)
+    with pytest.raises(SpecError, match="cannot read it"):
+        read_text("n" * 5000 + ".prototxt", pb.NetParameter())
 
 
 def test_semantic_errors_point_at_the_field_line(tmp_path):
