@@ -32,7 +32,11 @@ def prefer_wide_vectors() -> str | None:
     set, or None where nothing changed (no AVX-512, or set by the user)."""
     import llvmlite.binding as ll
     from numba.core import codegen
-    if numba.config.CPU_FEATURES is not None or not ll.get_host_cpu_features().get("avx512f"):
+    try:
+        host = ll.get_host_cpu_features()
+    except RuntimeError:  # LLVM cannot tell this CPU's features: leave numba's choice
+        return None
+    if numba.config.CPU_FEATURES is not None or not host.get("avx512f"):
         return None
     numba.config.CPU_FEATURES = codegen.get_host_cpu_features() + ",-prefer-256-bit"
     return numba.config.CPU_FEATURES
