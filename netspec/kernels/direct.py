@@ -16,8 +16,8 @@ Two layouts make the runs contiguous:
   transposed (stride 1). Each task stacks the KH input rows of its output row column by column
   ((Wp, KH, Cg), in cache), so that a whole window is one run of KW * KH * Cg: summed row by
   row instead, each tile reduced its vector sums to scalars KH times as often (cifar10_quick's
-  5x5 conv2, forward and input gradient together, 15.8 -> 11.8 ms; the stacked rows written
-  for the whole batch instead of a row at a time cost 2.6 ms more in memory traffic).
+  5x5 conv2 and conv3, forward and input gradients together, 15.8 -> 9.9 ms; the stacked rows
+  written for the whole batch instead of a row at a time cost 2.6 ms more in memory traffic).
 - planes (N, C, Hp * Wp + KW): padded images, each plane flat. The weight gradient of tap
   (i, j) is a dot product of dY (rows padded to Wp with zeros) with the plane shifted by
   i * Wp + j: one run of OH * Wp per image (Wp - OW of each Wp multiply zeros; a copy per
@@ -165,7 +165,7 @@ def _add_weight_grad(xp, dy, groups, kh, kw, wp, zero, dw, threads):
     mg, cg = m // groups, c // groups
     taps = kh * kw
     blocks, tap_blocks = (mg + 3) // 4, (taps + 4) // 5
-    lanes = 64 // dw.itemsize
+    lanes = 64 // dw.itemsize  # tile_sums's partial sums: one 64-byte vector (simd.acc_lanes)
     whole = q_len // lanes * lanes  # the rest of each run: added lane by lane below
     # a task: one channel and up to BLOCKS_PER_TASK tiles of 4 filters (one image's plane stays
     # in cache for all of them), as many as keep every core busy to the end (the split never

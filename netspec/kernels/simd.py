@@ -6,7 +6,7 @@ the loop's end reduces each vector to a scalar (a shuffle-and-add tree per sum).
 weight gradient's loops run over one image's output plane (320 positions for cifar10_quick's
 conv2: 20 vectors of 16), so its 20 sums spent about a quarter of the time in those
 reductions. `tile_sums` adds into vectors that the caller keeps across images and reduces
-once at the end (conv2's weight gradient 8.4 -> 6.5 ms on a 2-core Emerald Rapids VM).
+once at the end (conv2's weight gradient 8.4 -> 6.7 ms on a 2-core Emerald Rapids VM).
 
 It is emitted as LLVM IR through numba's `intrinsic`: compiled with the kernels that call it
 (and cached with them), no C extension to build. Lane q % LANES of a partial sum holds the
