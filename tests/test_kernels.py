@@ -397,8 +397,8 @@ def test_linear_matches_float64_on_any_thread_count(monkeypatch, batch, rows, dt
 @pytest.mark.parametrize("rows", [4, 6, 7, 64])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_linear_gradients_match_float64_on_any_thread_count(monkeypatch, batch, rows, dtype):
-    """An InnerProduct's small-batch gradients: dw += dy^T x (rows and images four at a time,
-    the rest one by one) and dx = dy w (columns in chunks): exact on integer-valued floats (dw
+    """An InnerProduct's small-batch gradients: dw += dy^T x (register tiles of five rows, the
+    rest one by one, in bands of rows) and dx = dy w (columns in chunks): exact on integer-valued floats (dw
     added to what it held), within float32 rounding on random ones, the same bits on one
     thread and on all; a NaN in an image reaches that image's terms only."""
     from netspec.kernels import gemm
@@ -505,6 +505,42 @@ def test_tile_sums_keeps_lane_partial_sums(dtype):
     before = acc.copy()
     run(rows, cols, 0, acc)  # nothing to add
     assert np.array_equal(acc, before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_broadcast_tile_add_continues_sums_under_lane_masks(dtype):
+    """simd.broadcast_tile_add: a 2 x 3-vector tile, out[o_r + LANES v + l] += sum over k of
+    a[a_r + k a_step] b[b_start + k b_step + LANES v + l], only for the lanes l < b_lanes[v]
+    (a partial vector and an empty one), the rest of out untouched; exact on integers."""
+    from numba import njit
+
+    from netspec.kernels.simd import broadcast_tile_add
+
+    lanes = 64 // np.dtype(dtype).itemsize
+    valid = (lanes, 3, 0)
+
+    @njit
+    def run(a, b, steps, out):
+        broadcast_tile_add(a, (1, 4), 7, b, 2, 3 * lanes + 5, valid, steps, out,
+                           (0, 4 * lanes))
+
+    gen = np.random.default_rng(0)
+    steps = 9
+    a = gen.integers(-4, 5, 7 * steps).astype(dtype)
+    b = gen.integers(-4, 5, (3 * lanes + 5) * steps + 3 * lanes).astype(dtype)
+    out = gen.integers(-4, 5, 8 * lanes).astype(dtype)
+    expected = out.astype(np.float64).copy()
+    for r, (a_r, o_r) in enumerate(((1, 0), (4, 4 * lanes))):
+        for v, count in enumerate(valid):
+            for k in range(steps):
+                start = 2 + k * (3 * lanes + 5) + lanes * v
+                expected[o_r + lanes * v:o_r + lanes * v + count] += (
+                    a[a_r + 7 * k] * b[start:start + count].astype(np.float64))
+    run(a, b, steps, out)
+    assert np.array_equal(out, expected)
+    before = out.copy()
+    run(a, b, 0, out)  # nothing to add
+    assert np.array_equal(out, before)
 
 
 def test_wide_vectors_on_avx512_unless_the_user_chose_features():

@@ -1,5 +1,6 @@
-"""Explicit vector code for the one loop LLVM's vectoriser cannot shape well: a tile of dot
-products whose vector partial sums must stay vectors between calls.
+"""Explicit vector code for the loops LLVM's vectoriser cannot shape well: a tile of dot
+products whose vector partial sums must stay vectors between calls (tile_sums), and a tile of
+a matrix product whose sums stay in registers (broadcast_tile_add).
 
 Why: LLVM vectorises a sum loop by keeping one vector of partial sums per scalar sum, and at
 the loop's end reduces each vector to a scalar (a shuffle-and-add tree per sum). The direct
@@ -8,9 +9,10 @@ conv2: 20 vectors of 16), so its 20 sums spent about a quarter of the time in th
 reductions. `tile_sums` adds into vectors that the caller keeps across images and reduces
 once at the end (conv2's weight gradient 8.4 -> 6.7 ms on a 2-core Emerald Rapids VM).
 
-It is emitted as LLVM IR through numba's `intrinsic`: compiled with the kernels that call it
-(and cached with them), no C extension to build. Lane q % LANES of a partial sum holds the
-terms of positions q, in order of q: the sums do not depend on the thread count."""
+Both are emitted as LLVM IR through numba's `intrinsic`: compiled with the kernels that call
+them (and cached with them), no C extension to build. Lane q % LANES of a tile_sums partial
+sum holds the terms of positions q, in order of q: the sums do not depend on the thread
+count."""
 from __future__ import annotations
 
 from llvmlite import ir
@@ -92,3 +94,110 @@ def tile_sums(typingctx, rows, row_starts, cols, col_starts, length, acc):
 def acc_lanes(dtype) -> int:
     """Lanes of tile_sums's partial sums for a numba float type: one 64-byte vector."""
     return 64 // (dtype.bitwidth // 8)
+
+
+@intrinsic
+def broadcast_tile_add(typingctx, a, a_starts, a_step, b, b_start, b_step, b_lanes, steps, out,
+                       out_starts):
+    """A register tile of a small matrix product, R rows x V vectors, for the products that
+    BLAS packs for more than it gains (an InnerProduct's weight gradient at small batches):
+
+        out[out_starts[r] + LANES v + l] += sum over k < steps of
+            a[a_starts[r] + k a_step] * b[b_start + k b_step + LANES v + l]
+
+    for l < b_lanes[v] (the other lanes of out untouched, of b unread). The sums start from
+    out's values and stay in registers to the end, each step loading V vectors of b,
+    broadcasting R scalars of a and making R x V fused multiply-adds: each output's terms are
+    added on in order of k. R = len(a_starts) = len(out_starts), V = len(b_lanes); R x V + V
+    + 1 vectors should fit the 32 registers."""
+    if not (isinstance(a_starts, types.UniTuple) and isinstance(out_starts, types.UniTuple)
+            and isinstance(b_lanes, types.UniTuple) and a_starts.count == out_starts.count
+            and a.dtype == b.dtype == out.dtype and out.dtype in (types.float32, types.float64)):
+        return None
+    count_r, count_v = a_starts.count, b_lanes.count
+    lanes = acc_lanes(out.dtype)
+    sig = types.void(a, a_starts, a_step, b, b_start, b_step, b_lanes, steps, out, out_starts)
+
+    def codegen(context, builder, signature, args):
+        a_v, a_start_v, a_step_v, b_v, b_start_v, b_step_v, b_lanes_v, steps_v, out_v, \
+            out_start_v = args
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        scalar = context.get_value_type(out.dtype)
+        vector = ir.VectorType(scalar, lanes)
+        masks_type = ir.VectorType(ir.IntType(1), lanes)
+        pointer = vector.as_pointer()
+        suffix = f"v{lanes}f{out.dtype.bitwidth}"
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.{suffix}")
+        masked_load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector, [pointer, i32, masks_type, vector]),
+            f"llvm.masked.load.{suffix}.p0")
+        masked_store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vector, pointer, i32, masks_type]),
+            f"llvm.masked.store.{suffix}.p0")
+        a_data, b_data, out_data = (context.make_array(t)(context, builder, v).data
+                                    for t, v in ((a, a_v), (b, b_v), (out, out_v)))
+        lane_ids = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
+        masks = []
+        for v in range(count_v):
+            valid = _splat(builder, builder.extract_value(b_lanes_v, v), lanes)
+            masks.append(builder.icmp_signed("<", lane_ids, valid))
+        align = ir.Constant(i32, out.dtype.bitwidth // 8)
+        zero = ir.Constant(vector, [0.0] * lanes)
+        out_ptrs = [[builder.bitcast(builder.gep(
+            builder.gep(out_data, [builder.extract_value(out_start_v, r)]),
+            [ir.Constant(i64, v * lanes)]), pointer) for v in range(count_v)]
+            for r in range(count_r)]
+        start = [builder.call(masked_load, [out_ptrs[r][v], align, masks[v], zero])
+                 for r in range(count_r) for v in range(count_v)]
+        a_ptrs = [builder.gep(a_data, [builder.extract_value(a_start_v, r)])
+                  for r in range(count_r)]
+        b_ptr = builder.gep(b_data, [b_start_v])
+        entry = builder.block
+        loop = builder.append_basic_block("broadcast.loop")
+        done = builder.append_basic_block("broadcast.done")
+        builder.cbranch(builder.icmp_signed(">", steps_v, ir.Constant(i64, 0)), loop, done)
+
+        builder.position_at_end(loop)
+        step = builder.phi(i64)
+        partial = [builder.phi(vector) for _ in range(count_r * count_v)]
+        row = builder.gep(b_ptr, [builder.mul(step, b_step_v)])
+        b_vectors = [builder.call(masked_load, [
+            builder.bitcast(builder.gep(row, [ir.Constant(i64, v * lanes)]), pointer), align,
+            masks[v], zero]) for v in range(count_v)]
+        a_offset = builder.mul(step, a_step_v)
+        added = []
+        for r in range(count_r):
+            spread = _splat(builder, builder.load(builder.gep(a_ptrs[r], [a_offset])), lanes)
+            added += [builder.call(fma, [spread, bv, partial[r * count_v + v]])
+                      for v, bv in enumerate(b_vectors)]
+        following = builder.add(step, ir.Constant(i64, 1))
+        step.add_incoming(ir.Constant(i64, 0), entry)
+        step.add_incoming(following, loop)
+        for phi, first, last in zip(partial, start, added):
+            phi.add_incoming(first, entry)
+            phi.add_incoming(last, loop)
+        builder.cbranch(builder.icmp_signed("<", following, steps_v), loop, done)
+
+        builder.position_at_end(done)
+        final = []
+        for first, last in zip(start, added):
+            phi = builder.phi(vector)
+            phi.add_incoming(first, entry)
+            phi.add_incoming(last, loop)
+            final.append(phi)
+        for r in range(count_r):
+            for v in range(count_v):
+                builder.call(masked_store, [final[r * count_v + v], out_ptrs[r][v], align,
+                                            masks[v]])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _splat(builder, value, lanes):
+    """A vector of `lanes` copies of a scalar IR value."""
+    vector = ir.VectorType(value.type, lanes)
+    first = builder.insert_element(ir.Constant(vector, None), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(first, ir.Constant(vector, None),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
