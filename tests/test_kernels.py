@@ -543,6 +543,56 @@ def test_broadcast_tile_add_continues_sums_under_lane_masks(dtype):
     assert np.array_equal(out, before)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sum_run_adds_in_its_documented_order(dtype):
+    """sums.sum_run: element i into running sum i % 8 (a vector of eight float64 lanes), the
+    tail into sum 0, then ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)): the same bits as
+    that order written out in Python, for runs shorter than, equal to and longer than 8."""
+    from numba import njit, uint64
+
+    from netspec.kernels.sums import sum_run
+
+    @njit
+    def run(src, start, length):
+        return sum_run(src, uint64(start), length)
+
+    gen = np.random.default_rng(0)
+    src = (gen.standard_normal(700) * 10.0 ** gen.integers(-6, 7, 700)).astype(dtype)
+    for start, length in ((0, 0), (3, 5), (1, 8), (2, 9), (5, 577), (0, 700)):
+        lanes = [0.0] * 8
+        whole = length // 8 * 8
+        for q in range(whole):
+            lanes[q % 8] += float(src[start + q])
+        for q in range(whole, length):
+            lanes[0] += float(src[start + q])
+        s = lanes
+        expected = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+        assert run(src, start, length) == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_copy_padded_copies_then_zeros_to_the_width(dtype):
+    """simd.copy_padded: dst[d:d + width] = src[s:s + count] then zeros, nothing else
+    written, for widths within one vector, across several and at a vector's edge."""
+    from numba import njit
+
+    from netspec.kernels.simd import copy_padded
+
+    @njit
+    def run(src, s, dst, d, count, width):
+        copy_padded(src, s, dst, d, count, width)
+
+    src = np.arange(1, 101, dtype=dtype)
+    for s, d, count, width in ((0, 0, 0, 0), (3, 1, 5, 5), (2, 4, 24, 28), (0, 3, 16, 16),
+                               (7, 2, 17, 40), (1, 0, 0, 9)):
+        dst = np.full(64, -1, dtype)
+        run(src, s, dst, d, count, width)
+        expected = np.full(64, -1, dtype)
+        expected[d:d + width] = 0
+        expected[d:d + count] = src[s:s + count]
+        assert np.array_equal(dst, expected), (s, d, count, width)
+
+
 def test_wide_vectors_on_avx512_unless_the_user_chose_features():
     """launch.prefer_wide_vectors: on an AVX-512 host, numba builds with LLVM's prefer-256-bit
     tuning off; a NUMBA_CPU_FEATURES the user set is kept as it is."""

@@ -37,7 +37,7 @@ from numba import get_num_threads, prange, uint64 as u
 
 from .gemm import dot4x4
 from .launch import kernel, vectorised
-from .simd import tile_sums
+from .simd import copy_padded, tile_sums
 from .sums import sum_run
 
 #: tiles of 4 filters one weight-gradient task sums (its input's copies read from memory once)
@@ -133,11 +133,7 @@ def to_padded_rows(dy, wp, out, bias_diff):
     sums = np.zeros((n, m) if with_sums else (0, 0))
     for t in prange(n * m):
         for r in range(oh):
-            row, o = u((t * oh + r) * ow), u((t * oh + r) * wp)
-            for j in range(u(ow)):
-                dst[o + j] = src[row + j]
-            for j in range(u(ow), u(wp)):
-                dst[o + j] = 0
+            copy_padded(src, (t * oh + r) * ow, dst, (t * oh + r) * wp, ow, wp)
         if with_sums:
             sums[t // m, t % m] = sum_run(src, u(t * oh * ow), oh * ow)
     for k in range(bias_diff.shape[0]):

@@ -195,6 +195,57 @@ def broadcast_tile_add(typingctx, a, a_starts, a_step, b, b_start, b_step, b_lan
     return sig, codegen
 
 
+
+@intrinsic
+def copy_padded(typingctx, src, src_start, dst, dst_start, count, width):
+    """dst[dst_start:dst_start + width] = src[src_start:src_start + count] then zeros
+    (count <= width): a vector at a time, each under a mask, where a loop over a short row
+    (24 of LeNet's conv1 output) ran scalar."""
+    if not (src.dtype == dst.dtype and dst.dtype in (types.float32, types.float64)):
+        return None
+    lanes = acc_lanes(dst.dtype)
+    sig = types.void(src, src_start, dst, dst_start, count, width)
+
+    def codegen(context, builder, signature, args):
+        src_v, src_start_v, dst_v, dst_start_v, count_v, width_v = args
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        vector = ir.VectorType(context.get_value_type(dst.dtype), lanes)
+        masks_type = ir.VectorType(ir.IntType(1), lanes)
+        pointer = vector.as_pointer()
+        suffix = f"v{lanes}f{dst.dtype.bitwidth}"
+        masked_load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector, [pointer, i32, masks_type, vector]),
+            f"llvm.masked.load.{suffix}.p0")
+        masked_store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vector, pointer, i32, masks_type]),
+            f"llvm.masked.store.{suffix}.p0")
+        align = ir.Constant(i32, dst.dtype.bitwidth // 8)
+        source = builder.gep(context.make_array(src)(context, builder, src_v).data, [src_start_v])
+        target = builder.gep(context.make_array(dst)(context, builder, dst_v).data, [dst_start_v])
+        lane_ids = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
+        entry = builder.block
+        loop = builder.append_basic_block("copy.loop")
+        done = builder.append_basic_block("copy.done")
+        builder.cbranch(builder.icmp_signed(">", width_v, ir.Constant(i64, 0)), loop, done)
+
+        builder.position_at_end(loop)
+        offset = builder.phi(i64)
+        positions = builder.add(lane_ids, _splat(builder, offset, lanes))
+        read = builder.icmp_signed("<", positions, _splat(builder, count_v, lanes))
+        write = builder.icmp_signed("<", positions, _splat(builder, width_v, lanes))
+        values = builder.call(masked_load, [builder.bitcast(builder.gep(source, [offset]), pointer),
+                                            align, read, ir.Constant(vector, [0.0] * lanes)])
+        builder.call(masked_store, [values, builder.bitcast(builder.gep(target, [offset]), pointer),
+                                    align, write])
+        following = builder.add(offset, ir.Constant(i64, lanes))
+        offset.add_incoming(ir.Constant(i64, 0), entry)
+        offset.add_incoming(following, loop)
+        builder.cbranch(builder.icmp_signed("<", following, width_v), loop, done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
 def _splat(builder, value, lanes):
     """A vector of `lanes` copies of a scalar IR value."""
     vector = ir.VectorType(value.type, lanes)
