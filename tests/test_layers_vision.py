@@ -227,6 +227,32 @@ def test_convolution_planes_match_columns(monkeypatch, m, extra, shape):
     assert_direct_matches_columns(monkeypatch, m, extra, shape)
 
 
+WINDOW_CASES = [  # (m, extra, shape, (forward, input grad) by the windows kernel)
+    (8, "kernel_size: 3 pad: 1", (2, 6, 4, 8), (True, True)),  # 8 wide: two rows a vector
+    (7, "kernel_size: 5 pad: 2", (1, 6, 3, 17), (True, True)),  # rows split across vectors
+    (12, "kernel_size: 3 group: 2 pad: 1", (1, 12, 3, 16), (True, True)),  # filters overlap
+    (6, "kernel_size: 3", (2, 5, 5, 10), (True, False)),  # unpadded: the images as they are
+    (6, "kernel_size: 3 pad: 1", (1, 4, 6, 9), (False, False)),  # 9 wide: three rows a vector
+]
+
+
+@pytest.mark.parametrize("phase", [0, 1])
+@pytest.mark.parametrize("m,extra,shape,passes", WINDOW_CASES)
+def test_convolution_gradients_windows(direct_everywhere, m, extra, shape, passes, phase):
+    """The windows kernel (output positions as vectors, 6 filters a tile) where it fits:
+    forward and input gradient against numeric differentiation."""
+    layer, _, _ = run(CONV.format(m=m, extra=extra), np.zeros(shape), phase=phase)
+    assert (layer.window_forward, layer.window_input_grad) == passes
+    assert_gradients(CONV.format(m=m, extra=extra),
+                     np.random.default_rng(0).normal(size=shape), phase=phase)
+
+
+@pytest.mark.parametrize("m,extra,shape,passes", WINDOW_CASES[:4])
+def test_convolution_windows_match_columns(direct_everywhere, monkeypatch, m, extra, shape,
+                                           passes):
+    assert_direct_matches_columns(monkeypatch, m, extra, shape)
+
+
 def assert_direct_matches_columns(monkeypatch, m, extra, shape):
     import netspec
     from netspec.layers import vision

@@ -37,7 +37,7 @@ from numba import get_num_threads, prange, uint64 as u
 
 from .gemm import dot4x4
 from .launch import kernel, vectorised
-from .simd import copy_padded, tile_sums
+from .simd import copy_padded, tile_sums, window_tile
 from .sums import sum_run
 
 #: tiles of 4 filters one weight-gradient task sums (its input's copies read from memory once)
@@ -260,3 +260,76 @@ def conv_planes(xp, w, bias, groups, wp, zero, y):
                 src, dst = u(r * wp), u(r * ow)
                 for q in range(u(ow)):
                     out[dst + q] = acc[src + q]
+
+
+#: filters in one conv_windows tile (6 x 4 vectors: 24 of the 32 registers)
+WINDOW_FILTERS = 6
+
+
+def windows_fit(out_width: int) -> bool:
+    """Whether conv_windows takes an output this wide: each vector of 16 positions (from a
+    multiple of 16) must span at most two output rows."""
+    return out_width >= 15 or out_width in (8, 16)
+
+
+@vectorised
+def conv_windows(xp, w, bias, groups, wp, zero, y):
+    """y (N, M, OH, OW) = bias + stride-1 correlation of xp (N, C, S), each plane an image
+    channel's rows Wp apart (padded by to_planes, or the image itself), with w (M, C/G, KH,
+    KW). Needs M/G >= WINDOW_FILTERS and windows_fit(OW).
+
+    The output positions are the vectors: a task's 64 positions (4 vectors, each across at
+    most two output rows) against 6 filters a tile (simd.window_tile), every filter tap's
+    inputs loaded straight from the planes (one masked load per row part), its weight
+    broadcast: no sums across lanes, no copy of the input."""
+    n, c, size = xp.shape
+    m, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    kh, kw = w.shape[2], w.shape[3]
+    mg, cg = m // groups, c // groups
+    taps = cg * kh * kw
+    plane = oh * ow
+    lanes = 64 // y.itemsize
+    span = 4 * lanes
+    blocks = (plane + span - 1) // span
+    has_bias = bias.shape[0] > 0
+    offsets = np.empty(taps, np.int64)  # each tap's input (channel, kernel row, column)
+    for ch in range(cg):
+        for i in range(kh):
+            for j in range(kw):
+                offsets[(ch * kh + i) * kw + j] = ch * size + i * wp + j
+    xs, ws, ys = xp.reshape(-1), w.reshape(-1), y.reshape(-1)
+    for t in prange(n * groups * blocks):
+        b, g, p0 = t // (groups * blocks), (t // blocks) % groups, (t % blocks) * span
+        # each vector's two row parts: where its lanes' inputs start, and which lanes
+        starts = np.zeros(8, np.int64)
+        bounds = np.zeros(16, np.int64)
+        valid = np.zeros(4, np.int64)
+        for v in range(4):
+            q = p0 + v * lanes
+            count = min(lanes, plane - q)
+            if count <= 0:
+                continue
+            valid[v] = count
+            row, x = q // ow, q % ow
+            first = min(count, ow - x)
+            starts[2 * v] = row * wp + x
+            bounds[4 * v + 1] = first
+            starts[2 * v + 1] = (row + 1) * wp - first
+            bounds[4 * v + 2], bounds[4 * v + 3] = first, count
+        segments = (starts[0], starts[1], starts[2], starts[3], starts[4], starts[5],
+                    starts[6], starts[7])
+        lane_bounds = (bounds[0], bounds[1], bounds[2], bounds[3], bounds[4], bounds[5],
+                       bounds[6], bounds[7], bounds[8], bounds[9], bounds[10], bounds[11],
+                       bounds[12], bounds[13], bounds[14], bounds[15])
+        out_lanes = (valid[0], valid[1], valid[2], valid[3])
+        base = (b * c + g * cg) * size
+        for fb in range(0, mg, WINDOW_FILTERS):
+            f = g * mg + min(fb, mg - WINDOW_FILTERS)  # the last tile overlaps: same values
+            init = ((bias[f], bias[f + 1], bias[f + 2], bias[f + 3], bias[f + 4], bias[f + 5])
+                    if has_bias else (zero, zero, zero, zero, zero, zero))
+            o = (b * m + f) * plane + p0
+            window_tile(ws, (f * taps, (f + 1) * taps, (f + 2) * taps, (f + 3) * taps,
+                             (f + 4) * taps, (f + 5) * taps), xs, base, offsets, segments,
+                        lane_bounds, taps, init, ys,
+                        (o, o + plane, o + 2 * plane, o + 3 * plane, o + 4 * plane,
+                         o + 5 * plane), out_lanes)

@@ -246,6 +246,117 @@ def copy_padded(typingctx, src, src_start, dst, dst_start, count, width):
 
     return sig, codegen
 
+
+@intrinsic
+def window_tile(typingctx, a, a_starts, b, b_start, offsets, segments, bounds, steps, init,
+                out, out_starts, out_lanes):
+    """A register tile of a direct convolution, R filters x V vectors of output positions:
+
+        out[out_starts[r] + LANES v + l] = init[r] + sum over k < steps of
+            a[a_starts[r] + k] * b[b_start + offsets[k] + segments[2 v + s] + l]
+
+    for l < out_lanes[v], where s is the segment (0 or 1) whose lanes
+    [bounds[2 (2 v + s)], bounds[2 (2 v + s) + 1]) hold l (no segment: the term is 0). A vector
+    of output positions may span two output rows, whose inputs lie apart: each row's part is
+    one masked load. a holds the filters (R rows of `steps` taps), offsets[k] the input offset
+    of tap k (channel, kernel row and column). Each step loads 2V masked vectors, broadcasts R
+    filter taps and makes R x V fused multiply-adds: each output's terms in order of k."""
+    if not (isinstance(a_starts, types.UniTuple) and isinstance(out_starts, types.UniTuple)
+            and isinstance(segments, types.UniTuple) and isinstance(bounds, types.UniTuple)
+            and isinstance(init, types.UniTuple) and isinstance(out_lanes, types.UniTuple)
+            and a_starts.count == out_starts.count == init.count
+            and segments.count == 2 * out_lanes.count and bounds.count == 2 * segments.count
+            and a.dtype == b.dtype == out.dtype and out.dtype in (types.float32, types.float64)):
+        return None
+    count_r, count_v = a_starts.count, out_lanes.count
+    lanes = acc_lanes(out.dtype)
+    sig = types.void(a, a_starts, b, b_start, offsets, segments, bounds, steps, init, out,
+                     out_starts, out_lanes)
+
+    def codegen(context, builder, signature, args):
+        (a_v, a_start_v, b_v, b_start_v, offsets_v, segments_v, bounds_v, steps_v, init_v,
+         out_v, out_start_v, out_lanes_v) = args
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        vector = ir.VectorType(context.get_value_type(out.dtype), lanes)
+        masks_type = ir.VectorType(ir.IntType(1), lanes)
+        pointer = vector.as_pointer()
+        suffix = f"v{lanes}f{out.dtype.bitwidth}"
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.{suffix}")
+        masked_load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector, [pointer, i32, masks_type, vector]),
+            f"llvm.masked.load.{suffix}.p0")
+        masked_store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vector, pointer, i32, masks_type]),
+            f"llvm.masked.store.{suffix}.p0")
+        a_data, b_data, out_data, offsets_data = (
+            context.make_array(t)(context, builder, v).data
+            for t, v in ((a, a_v), (b, b_v), (out, out_v), (offsets, offsets_v)))
+        lane_ids = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
+        align = ir.Constant(i32, out.dtype.bitwidth // 8)
+        zero = ir.Constant(vector, [0.0] * lanes)
+
+        def lane_mask(lo, hi):
+            return builder.and_(builder.icmp_signed(">=", lane_ids, _splat(builder, lo, lanes)),
+                                builder.icmp_signed("<", lane_ids, _splat(builder, hi, lanes)))
+        seg_masks = [lane_mask(builder.extract_value(bounds_v, 2 * q),
+                               builder.extract_value(bounds_v, 2 * q + 1))
+                     for q in range(2 * count_v)]
+        b_base = builder.gep(b_data, [b_start_v])
+        seg_ptrs = [builder.gep(b_base, [builder.extract_value(segments_v, q)])
+                    for q in range(2 * count_v)]
+        a_ptrs = [builder.gep(a_data, [builder.extract_value(a_start_v, r)])
+                  for r in range(count_r)]
+        start = [_splat(builder, builder.extract_value(init_v, r), lanes)
+                 for r in range(count_r) for _ in range(count_v)]
+        entry = builder.block
+        loop = builder.append_basic_block("window.loop")
+        done = builder.append_basic_block("window.done")
+        builder.cbranch(builder.icmp_signed(">", steps_v, ir.Constant(i64, 0)), loop, done)
+
+        builder.position_at_end(loop)
+        step = builder.phi(i64)
+        partial = [builder.phi(vector) for _ in range(count_r * count_v)]
+        offset = builder.load(builder.gep(offsets_data, [step]))
+        b_vectors = []
+        for v in range(count_v):
+            first = builder.call(masked_load, [
+                builder.bitcast(builder.gep(seg_ptrs[2 * v], [offset]), pointer), align,
+                seg_masks[2 * v], zero])
+            b_vectors.append(builder.call(masked_load, [
+                builder.bitcast(builder.gep(seg_ptrs[2 * v + 1], [offset]), pointer), align,
+                seg_masks[2 * v + 1], first]))
+        added = []
+        for r in range(count_r):
+            spread = _splat(builder, builder.load(builder.gep(a_ptrs[r], [step])), lanes)
+            added += [builder.call(fma, [spread, bv, partial[r * count_v + v]])
+                      for v, bv in enumerate(b_vectors)]
+        following = builder.add(step, ir.Constant(i64, 1))
+        step.add_incoming(ir.Constant(i64, 0), entry)
+        step.add_incoming(following, loop)
+        for phi, first, last in zip(partial, start, added):
+            phi.add_incoming(first, entry)
+            phi.add_incoming(last, loop)
+        builder.cbranch(builder.icmp_signed("<", following, steps_v), loop, done)
+
+        builder.position_at_end(done)
+        final = []
+        for first, last in zip(start, added):
+            phi = builder.phi(vector)
+            phi.add_incoming(first, entry)
+            phi.add_incoming(last, loop)
+            final.append(phi)
+        for r in range(count_r):
+            base = builder.gep(out_data, [builder.extract_value(out_start_v, r)])
+            for v in range(count_v):
+                mask = builder.icmp_signed("<", lane_ids, _splat(
+                    builder, builder.extract_value(out_lanes_v, v), lanes))
+                builder.call(masked_store, [final[r * count_v + v], builder.bitcast(
+                    builder.gep(base, [ir.Constant(i64, v * lanes)]), pointer), align, mask])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
 def _splat(builder, value, lanes):
     """A vector of `lanes` copies of a scalar IR value."""
     vector = ir.VectorType(value.type, lanes)

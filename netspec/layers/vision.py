@@ -86,6 +86,8 @@ DIRECT_MAX_FILTERS = 64
 DIRECT_MAX_FILTERS_STRIDE1 = 128
 DIRECT_MAX_WASTE = 1.3
 DIRECT_MIN_PLANE = 128
+#: stride-1 passes that a direct kernel takes run the windows kernel where it fits (below)
+DIRECT_WINDOWS = True
 
 #: Training convolutions with at most ROWS_MAX_FILTERS filters a group (not 1x1 pointwise ones)
 #: keep their columns as im2row's rows, (positions, C kh kw), so the three GEMMs are
@@ -132,6 +134,7 @@ class Convolution(RectifiesOutput, Layer):
     Params = ConvolutionView
     summary = "2-D convolution (im2col + GEMM): num_output, kernel/stride/pad/dilation, group"
     direct_forward = plane_forward = direct_input_grad = direct_weight_grad = False
+    window_forward = window_input_grad = False
     winograd_tile = 0  # 2 or 4: the forward pass by Winograd F(tile x tile, 3x3)
 
     def layer_setup(self, bottom, top):
@@ -200,12 +203,23 @@ class Convolution(RectifiesOutput, Layer):
         self.plane_forward = (plain and not self.direct_forward and p.strides == (1, 1)
                               and 2 <= mg <= DIRECT_MAX_FILTERS and kw % 5 == 0
                               and width + 2 * pw <= DIRECT_MAX_WASTE * ow)
+        # stride 1 with at least WINDOW_FILTERS filters (input channels for the gradient) a
+        # group: the windows kernel, output positions as vectors, takes the pass instead
+        # (LeNet's conv2 forward 0.98 -> 0.67 ms, conv1 0.27 -> 0.17; cifar10_quick's conv3
+        # 2.6 -> 2.1, its input gradients likewise; CaffeNet's conv2 at b16 25.6 -> 23.2)
+        from ..kernels.direct import WINDOW_FILTERS, windows_fit  # numba: not at import
+        fits = DIRECT_WINDOWS and windows_fit(ow)
+        self.window_forward = (fits and (self.direct_forward or self.plane_forward)
+                               and p.strides == (1, 1) and mg >= WINDOW_FILTERS)
+        self.window_input_grad = (DIRECT_WINDOWS and windows_fit(width) and self.direct_input_grad
+                                  and cg >= WINDOW_FILTERS)
         if self.phase == 0 and not self.direct_weight_grad:
             # dW by im2col + GEMM: its backward makes the columns. The rows kernel still runs
             # the forward pass (LeNet's conv2: its step 2-3% faster than the forward GEMM over
             # those columns made in forward), up to DIRECT_MAX_FILTERS filters (more: untried)
             self.direct_forward = self.direct_forward and mg <= DIRECT_MAX_FILTERS
             self.plane_forward = False
+            self.window_forward = self.window_forward and mg <= DIRECT_MAX_FILTERS
         winograd = (WINOGRAD and p.kernel == (3, 3) and p.strides == (1, 1)
                     and p.dilations == (1, 1) and max(p.pads) <= 2 and not in_place
                     and cg >= WINOGRAD_MIN_CHANNELS)
@@ -232,7 +246,8 @@ class Convolution(RectifiesOutput, Layer):
         self.sizes = (self.col_rows * self.chunk * plane, outputs * self.chunk * plane)
         # TRAIN keeps this layer's columns from forward for backward; TEST (deploy nets, deep
         # ones included) shares one workspace between all convolutions, as does a direct forward
-        self.shared = self.phase == 1 or self.direct_forward or self.plane_forward
+        self.shared = (self.phase == 1 or self.direct_forward or self.plane_forward
+                       or self.window_forward)
         if not self.shared:
             self.own = [buffer((size,), self.dtype) for size in self.sizes]
         self.col_images = None  # (first, last) of the chunk whose columns col_buf holds
@@ -341,6 +356,17 @@ class Convolution(RectifiesOutput, Layer):
         kernels.to_planes(images, ph, pw, planes)
         return planes
 
+    def window_planes(self, kernels, images, pads):
+        """images (N, C, H, W) as the windows kernel's planes, with their rows' width: the
+        images themselves when unpadded, else padded planes (to_planes)."""
+        n, c, h, w = images.shape
+        if pads == (0, 0):
+            return images.reshape(n, c, h * w), w
+        size = (h + 2 * pads[0]) * (w + 2 * pads[1]) + self.p.kernel[1]
+        planes = workspace("direct planes", n * c * size, self.dtype).reshape(n, c, size)
+        kernels.to_planes(images, *pads, planes)
+        return planes, w + 2 * pads[1]
+
     def direct_filters(self, flip: bool):
         """The filters as the rows layout's (G, M/G, KW KH C/G), or for the input gradient
         flipped and transposed: (G, C/G, KW KH M/G)."""
@@ -359,10 +385,14 @@ class Convolution(RectifiesOutput, Layer):
         kernels = kernels_for(x)
         if self.winograd_tile and not self.runs_backward:
             return self.forward_winograd(kernels, x, top[0].data)
-        if self.direct_forward or self.plane_forward:
+        if self.window_forward or self.direct_forward or self.plane_forward:
             bias = self.blobs[1].data if p.bias_term else absent(self.dtype)
             zero = self.dtype.type(0)
-            if self.direct_forward:
+            if self.window_forward:
+                planes, width = self.window_planes(kernels, x, p.pads)
+                kernels.conv_windows(planes, self.blobs[0].data, bias, p.group, width, zero,
+                                     top[0].data)
+            elif self.direct_forward:
                 kernels.conv_rows(self.direct_rows(kernels, x, p.pads),
                                   self.direct_filters(False), bias, x.shape[1] // p.group,
                                   p.kernel[0], *p.strides, zero, top[0].data)
@@ -458,7 +488,19 @@ class Convolution(RectifiesOutput, Layer):
             self.direct_weight_gradient(kernels, x, top[0].diff, bias_diff)
         elif p.bias_term:
             kernels.add_channel_sums(dy, bias_diff)
-        if propagate_down[0] and self.direct_input_grad:
+        if propagate_down[0] and self.window_input_grad:
+            p = self.p
+            g, (m, cg, kh, kw) = p.group, self.blobs[0].shape
+            w = self.blobs[0].data.reshape(g, m // g, cg, kh, kw)[:, :, :, ::-1, ::-1]
+            flipped = workspace("direct filters", w.size, self.dtype).reshape(
+                g, cg, m // g, kh, kw)
+            np.copyto(flipped, w.transpose(0, 2, 1, 3, 4))
+            planes, width = self.window_planes(kernels, top[0].diff, (kh - 1 - p.pads[0],
+                                                                       kw - 1 - p.pads[1]))
+            kernels.conv_windows(planes, flipped.reshape(g * cg, m // g, kh, kw),
+                                 absent(self.dtype), g, width, self.dtype.type(0),
+                                 bottom[0].diff)
+        elif propagate_down[0] and self.direct_input_grad:
             rows = self.direct_rows(kernels, top[0].diff,
                                     (p.kernel[0] - 1 - p.pads[0], p.kernel[1] - 1 - p.pads[1]))
             kernels.conv_rows(rows, self.direct_filters(True), absent(self.dtype),
