@@ -13,6 +13,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from .launch import serial
+from .simd import counted_loop
 
 #: running sums (float64 lanes of one 64-byte vector)
 LANES = 8
@@ -29,37 +30,19 @@ def _lane_sums(typingctx, src, start, blocks):
 
     def codegen(context, builder, signature, args):
         src_v, start_v, blocks_v = args
-        i64 = ir.IntType(64)
-        f64 = ir.DoubleType()
-        wide = ir.VectorType(f64, LANES)
+        wide = ir.VectorType(ir.DoubleType(), LANES)
         narrow = ir.VectorType(context.get_value_type(src.dtype), LANES)
         base = builder.gep(context.make_array(src)(context, builder, src_v).data, [start_v])
-        zero = ir.Constant(wide, [0.0] * LANES)
-        entry = builder.block
-        loop = builder.append_basic_block("lanes.loop")
-        done = builder.append_basic_block("lanes.done")
-        builder.cbranch(builder.icmp_signed(">", blocks_v, ir.Constant(i64, 0)), loop, done)
 
-        builder.position_at_end(loop)
-        step = builder.phi(i64)
-        acc = builder.phi(wide)
-        pointer = builder.bitcast(builder.gep(base, [builder.mul(step, ir.Constant(i64, LANES))]),
-                                  narrow.as_pointer())
-        values = builder.load(pointer, align=1)
-        if src.dtype == types.float32:
-            values = builder.fpext(values, wide)
-        added = builder.fadd(acc, values)
-        following = builder.add(step, ir.Constant(i64, 1))
-        step.add_incoming(ir.Constant(i64, 0), entry)
-        step.add_incoming(following, loop)
-        acc.add_incoming(zero, entry)
-        acc.add_incoming(added, loop)
-        builder.cbranch(builder.icmp_signed("<", following, blocks_v), loop, done)
-
-        builder.position_at_end(done)
-        final = builder.phi(wide)
-        final.add_incoming(zero, entry)
-        final.add_incoming(added, loop)
+        def step(k, acc):
+            pointer = builder.bitcast(builder.gep(base, [builder.mul(k, ir.Constant(
+                ir.IntType(64), LANES))]), narrow.as_pointer())
+            values = builder.load(pointer, align=1)
+            if src.dtype == types.float32:
+                values = builder.fpext(values, wide)
+            return [builder.fadd(acc[0], values)]
+        final, = counted_loop(builder, blocks_v, [ir.Constant(wide, [0.0] * LANES)], step,
+                              "lanes")
         lanes = [builder.extract_element(final, ir.Constant(ir.IntType(32), k))
                  for k in range(LANES)]
         return context.make_tuple(builder, out, lanes)
