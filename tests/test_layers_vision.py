@@ -236,6 +236,24 @@ WINDOW_CASES = [  # (m, extra, shape, (forward, input grad) by the windows kerne
 ]
 
 
+WINDOW_WEIGHT_CASES = [  # (m, extra, shape): dW by the windows kernel (KW x C/G >= 64)
+    (7, "kernel_size: 3 pad: 1", (2, 22, 4, 5)),  # 5 filters a tile and 2 alone
+    (12, "kernel_size: 3 group: 2", (1, 44, 6, 7)),  # groups, unpadded
+    (5, "kernel_h: 2 kernel_w: 5 pad_h: 1 pad_w: 2", (1, 15, 4, 4)),  # 75 columns: a partial
+]
+
+
+@pytest.mark.parametrize("m,extra,shape", WINDOW_WEIGHT_CASES)
+def test_convolution_weight_gradient_windows(direct_everywhere, monkeypatch, m, extra, shape):
+    """The windows kernel's weight gradient against numeric differentiation and against
+    im2col + GEMM (float32, added to what the diff held, the same bits on 1 and 2 threads)."""
+    layer, _, _ = run(CONV.format(m=m, extra=extra), np.zeros(shape), phase=0)
+    assert layer.window_weight_grad and not layer.direct_weight_grad
+    assert_gradients(CONV.format(m=m, extra=extra),
+                     np.random.default_rng(0).normal(size=shape), phase=0)
+    assert_direct_matches_columns(monkeypatch, m, extra, shape)
+
+
 @pytest.mark.parametrize("phase", [0, 1])
 @pytest.mark.parametrize("m,extra,shape,passes", WINDOW_CASES)
 def test_convolution_gradients_windows(direct_everywhere, m, extra, shape, passes, phase):

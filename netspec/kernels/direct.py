@@ -37,7 +37,7 @@ from numba import get_num_threads, prange, uint64 as u
 
 from .gemm import dot4x4
 from .launch import kernel, vectorised
-from .simd import copy_padded, tile_sums, window_tile
+from .simd import copy_padded, tile_sums, window_tile, window_tile_add
 from .sums import sum_run
 
 #: tiles of 4 filters one weight-gradient task sums (its input's copies read from memory once)
@@ -333,3 +333,54 @@ def conv_windows(xp, w, bias, groups, wp, zero, y):
                         lane_bounds, taps, init, ys,
                         (o, o + plane, o + 2 * plane, o + 3 * plane, o + 4 * plane,
                          o + 5 * plane), out_lanes)
+
+
+#: filters in one add_weight_grad_windows tile (5 x 4 vectors: 20 of the 32 registers)
+WEIGHT_WINDOW_FILTERS = 5
+
+
+@vectorised
+def add_weight_grad_windows(xr, dy, kh, kw, zero, dwt):
+    """dwt (G, KH, M/G, KW * C/G) += for each group g, kernel row i, filter m and (j, c): the
+    sum over images and output positions (y, x) of dy[b, g M/G + m, y, x] * xr[b, g, y + i,
+    (x + j) C/G + c], a stride-1 weight gradient over xr from to_rows (padded, channels last).
+
+    In that layout a kernel row's window is one run of KW * C/G inputs: they are the vectors
+    (simd.window_tile_add), 5 filters' dY broadcast against them, position by position. A task
+    is a group's kernel row and 64 of its columns: image by image, each filter's terms added
+    on in order of image and position."""
+    n, groups, hp, row = xr.shape
+    m, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
+    mg, width = m // groups, dwt.shape[3]
+    cg = width // kw
+    plane = oh * ow
+    lanes = 64 // dwt.itemsize
+    span = 4 * lanes
+    blocks = (width + span - 1) // span
+    whole = mg - mg % WEIGHT_WINDOW_FILTERS
+    offsets = np.empty(plane, np.int64)  # where each output position's window starts
+    for q in range(plane):
+        offsets[q] = (q // ow) * row + (q % ow) * cg
+    xs, ds, ws = xr.reshape(-1), dy.reshape(-1), dwt.reshape(-1)
+    five = (zero, zero, zero, zero, zero)
+    for t in prange(groups * kh * blocks):
+        g, i, c0 = t // (kh * blocks), (t // blocks) % kh, (t % blocks) * span
+        count = min(span, width - c0)
+        valid = (min(lanes, count), min(lanes, max(0, count - lanes)),
+                 min(lanes, max(0, count - 2 * lanes)), min(lanes, max(0, count - 3 * lanes)))
+        segments = (0, 0, lanes, 0, 2 * lanes, 0, 3 * lanes, 0)
+        bounds = (0, valid[0], 0, 0, 0, valid[1], 0, 0, 0, valid[2], 0, 0, 0, valid[3], 0, 0)
+        first_out = (g * kh + i) * mg * width + c0
+        for b in range(n):
+            base = ((b * groups + g) * hp + i) * row + c0
+            for f in range(0, whole, WEIGHT_WINDOW_FILTERS):
+                d = (b * m + g * mg + f) * plane
+                o = first_out + f * width
+                window_tile_add(ds, (d, d + plane, d + 2 * plane, d + 3 * plane, d + 4 * plane),
+                                xs, base, offsets, segments, bounds, plane, five, ws,
+                                (o, o + width, o + 2 * width, o + 3 * width, o + 4 * width),
+                                valid)
+            for f in range(whole, mg):
+                window_tile_add(ds, ((b * m + g * mg + f) * plane,), xs, base, offsets,
+                                segments, bounds, plane, (zero,), ws, (first_out + f * width,),
+                                valid)

@@ -239,29 +239,39 @@ def _products(builder, vec, a_ptrs, a_offset, b_vectors, partial):
     return added
 
 
-@intrinsic
-def window_tile(typingctx, a, a_starts, b, b_start, offsets, segments, bounds, steps, init,
-                out, out_starts, out_lanes):
-    """A register tile of a direct convolution, R filters x V vectors of output positions:
+def _window_tile(accumulate):
+    """window_tile (out = init + sums) or window_tile_add (out += sums, init unused)."""
+    def typer(typingctx, a, a_starts, b, b_start, offsets, segments, bounds, steps, init, out,
+              out_starts, out_lanes):
+        if not (_tuples(a_starts, out_starts, segments, bounds, init, out_lanes)
+                and a_starts.count == out_starts.count == init.count
+                and segments.count == 2 * out_lanes.count and bounds.count == 2 * segments.count
+                and _floats(a, b, out)):
+            return None
+        sig = types.void(a, a_starts, b, b_start, offsets, segments, bounds, steps, init, out,
+                         out_starts, out_lanes)
+        return sig, _window_codegen(accumulate, a, b, offsets, out, a_starts.count,
+                                    out_lanes.count)
+    typer.__name__ = "window_tile_add" if accumulate else "window_tile"
+    typer.__doc__ = WINDOW_TILE_DOC
+    return intrinsic(typer)
+
+
+WINDOW_TILE_DOC = """A register tile of a direct convolution, R rows (filters) x V vectors:
 
         out[out_starts[r] + LANES v + l] = init[r] + sum over k < steps of
             a[a_starts[r] + k] * b[b_start + offsets[k] + segments[2 v + s] + l]
 
-    for l < out_lanes[v], where s is the segment (0 or 1) whose lanes
-    [bounds[2 (2 v + s)], bounds[2 (2 v + s) + 1]) hold l (no segment: the term is 0). A vector
-    of output positions may span two output rows, whose inputs lie apart: each row's part is
-    one masked load. a holds the filters (R rows of `steps` taps), offsets[k] the input offset
-    of tap k (channel, kernel row and column). Each step loads 2V masked vectors, broadcasts R
-    filter taps and makes R x V fused multiply-adds: each output's terms in order of k."""
-    if not (_tuples(a_starts, out_starts, segments, bounds, init, out_lanes)
-            and a_starts.count == out_starts.count == init.count
-            and segments.count == 2 * out_lanes.count and bounds.count == 2 * segments.count
-            and _floats(a, b, out)):
-        return None
-    count_r, count_v = a_starts.count, out_lanes.count
-    sig = types.void(a, a_starts, b, b_start, offsets, segments, bounds, steps, init, out,
-                     out_starts, out_lanes)
+    (window_tile_add: out[...] += the sum, init unused) for l < out_lanes[v], where s is the
+    segment (0 or 1) whose lanes [bounds[2 (2 v + s)], bounds[2 (2 v + s) + 1]) hold l (no
+    segment: the term is 0). A vector of output positions may span two output rows, whose
+    inputs lie apart: each row's part is one masked load. offsets[k] is where step k's inputs
+    start (a filter tap's channel, kernel row and column; or an output position). Each step
+    loads 2V masked vectors, broadcasts R scalars of a and makes R x V fused multiply-adds:
+    each output's terms in order of k."""
 
+
+def _window_codegen(accumulate, a, b, offsets, out, count_r, count_v):
     def codegen(context, builder, signature, args):
         (a_v, a_start_v, b_v, b_start_v, offsets_v, segments_v, bounds_v, steps_v, init_v,
          out_v, out_start_v, out_lanes_v) = args
@@ -273,6 +283,10 @@ def window_tile(typingctx, a, a_starts, b, b_start, offsets, segments, bounds, s
         a_ptrs = [builder.gep(_data(context, builder, a, a_v), [s])
                   for s in _fields(builder, a_start_v, count_r)]
         offsets_data = _data(context, builder, offsets, offsets_v)
+        out_data = _data(context, builder, out, out_v)
+        stores = [vec.below(n) for n in _fields(builder, out_lanes_v, count_v)]
+        out_ptrs = [vec.at(out_data, base, ir.Constant(I64, v * vec.lanes))
+                    for base in _fields(builder, out_start_v, count_r) for v in range(count_v)]
 
         def step(k, partial):
             offset = builder.load(builder.gep(offsets_data, [k]))
@@ -282,18 +296,20 @@ def window_tile(typingctx, a, a_starts, b, b_start, offsets, segments, bounds, s
                 b_vectors.append(vec.load(vec.at(seg_ptrs[2 * v + 1], offset),
                                           seg_masks[2 * v + 1], first))
             return _products(builder, vec, a_ptrs, k, b_vectors, partial)
-        start = [vec.splat(value) for value in _fields(builder, init_v, count_r)
-                 for _ in range(count_v)]
+        if accumulate:
+            start = [vec.load(p, stores[k % count_v]) for k, p in enumerate(out_ptrs)]
+        else:
+            start = [vec.splat(value) for value in _fields(builder, init_v, count_r)
+                     for _ in range(count_v)]
         final = counted_loop(builder, steps_v, start, step, "window")
-        out_data = _data(context, builder, out, out_v)
-        stores = [vec.below(n) for n in _fields(builder, out_lanes_v, count_v)]
-        for r, base in enumerate(_fields(builder, out_start_v, count_r)):
-            for v in range(count_v):
-                vec.store(final[r * count_v + v],
-                          vec.at(out_data, base, ir.Constant(I64, v * vec.lanes)), stores[v])
+        for k, value in enumerate(final):
+            vec.store(value, out_ptrs[k], stores[k % count_v])
         return context.get_dummy_value()
+    return codegen
 
-    return sig, codegen
+
+window_tile = _window_tile(False)
+window_tile_add = _window_tile(True)
 
 
 @intrinsic

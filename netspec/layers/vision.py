@@ -86,8 +86,12 @@ DIRECT_MAX_FILTERS = 64
 DIRECT_MAX_FILTERS_STRIDE1 = 128
 DIRECT_MAX_WASTE = 1.3
 DIRECT_MIN_PLANE = 128
-#: stride-1 passes that a direct kernel takes run the windows kernel where it fits (below)
+#: stride-1 passes that a direct kernel takes run the windows kernel where it fits (below);
+#: its weight gradient wants windows (KW x C/G) of WINDOW_MIN_RUN inputs and WINDOW_MIN_PLANE
+#: output positions an image (its steps)
 DIRECT_WINDOWS = True
+WINDOW_MIN_RUN = 64
+WINDOW_MIN_PLANE = 16
 
 #: Training convolutions with at most ROWS_MAX_FILTERS filters a group (not 1x1 pointwise ones)
 #: keep their columns as im2row's rows, (positions, C kh kw), so the three GEMMs are
@@ -134,7 +138,7 @@ class Convolution(RectifiesOutput, Layer):
     Params = ConvolutionView
     summary = "2-D convolution (im2col + GEMM): num_output, kernel/stride/pad/dilation, group"
     direct_forward = plane_forward = direct_input_grad = direct_weight_grad = False
-    window_forward = window_input_grad = False
+    window_forward = window_input_grad = window_weight_grad = False
     winograd_tile = 0  # 2 or 4: the forward pass by Winograd F(tile x tile, 3x3)
 
     def layer_setup(self, bottom, top):
@@ -213,7 +217,15 @@ class Convolution(RectifiesOutput, Layer):
                                and p.strides == (1, 1) and mg >= WINDOW_FILTERS)
         self.window_input_grad = (DIRECT_WINDOWS and windows_fit(width) and self.direct_input_grad
                                   and cg >= WINDOW_FILTERS)
-        if self.phase == 0 and not self.direct_weight_grad:
+        # and the weight gradient, a kernel row's window of KW x C/G inputs as the vectors,
+        # where that run fills WINDOW_MIN_RUN lanes (LeNet's conv2 1.12 -> 0.83 ms with the
+        # im2row it saves; cifar10_quick's conv2 8.3 -> 6.3, conv3 5.7 -> 2.8; its conv1,
+        # 3 channels, 2.5 -> 7.7: the planes kernel keeps it)
+        self.window_weight_grad = (DIRECT_WINDOWS and plain and stride1
+                                   and kw * cg >= WINDOW_MIN_RUN
+                                   and oh * ow >= WINDOW_MIN_PLANE)
+        self.direct_weight_grad = self.direct_weight_grad and not self.window_weight_grad
+        if self.phase == 0 and not (self.direct_weight_grad or self.window_weight_grad):
             # dW by im2col + GEMM: its backward makes the columns. The rows kernel still runs
             # the forward pass (LeNet's conv2: its step 2-3% faster than the forward GEMM over
             # those columns made in forward), up to DIRECT_MAX_FILTERS filters (more: untried)
@@ -484,6 +496,8 @@ class Convolution(RectifiesOutput, Layer):
         n = x.shape[0]
         dy = top[0].diff.reshape(n, p.num_output, self.col_plane)
         bias_diff = self.blobs[1].diff if p.bias_term else absent(self.dtype)
+        if self.window_weight_grad:
+            self.window_weight_gradient(kernels, x, top[0].diff)
         if self.direct_weight_grad:  # the bias gradient from the same pass over dY
             self.direct_weight_gradient(kernels, x, top[0].diff, bias_diff)
         elif p.bias_term:
@@ -506,7 +520,7 @@ class Convolution(RectifiesOutput, Layer):
             kernels.conv_rows(rows, self.direct_filters(True), absent(self.dtype),
                               p.num_output // p.group, p.kernel[0], 1, 1, self.dtype.type(0),
                               bottom[0].diff)
-        need_w = not self.direct_weight_grad
+        need_w = not (self.direct_weight_grad or self.window_weight_grad)
         need_x = propagate_down[0] and not self.direct_input_grad
         if need_w or need_x:
             self.backward_columns(kernels, x, dy, bottom[0].diff, need_w, need_x)
@@ -524,6 +538,19 @@ class Convolution(RectifiesOutput, Layer):
         kernels.to_padded_rows(dy, wp, dy_rows, bias_diff)
         kernels.add_weight_grad(planes, dy_rows, p.group, kh, kw, wp, self.dtype.type(0),
                                 self.blobs[0].diff)
+
+    def window_weight_gradient(self, kernels, x, dy):
+        """dW += the weight gradient by the windows kernel, over x in the rows layout; its
+        (G, KH, M/G, KW C/G) sums added to dW (M, C/G, KH, KW)."""
+        p = self.p
+        g, (m, cg, kh, kw) = p.group, self.blobs[0].shape
+        sums = workspace("window weight sums", m * cg * kh * kw, self.dtype).reshape(
+            g, kh, m // g, kw * cg)
+        sums[...] = 0
+        kernels.add_weight_grad_windows(self.direct_rows(kernels, x, p.pads), dy, kh, kw,
+                                        self.dtype.type(0), sums)
+        dw = self.blobs[0].diff.reshape(g, m // g, cg, kh, kw)
+        dw += sums.reshape(g, kh, m // g, kw, cg).transpose(0, 2, 4, 1, 3)
 
     def backward_columns(self, kernels, x, dy, dx, need_w: bool, need_x: bool) -> None:
         """The gradients by im2col + GEMM, in pieces: dW += dY col^T (need_w) and
