@@ -5,8 +5,8 @@ by pass, on the convolutions of cifar10_quick, LeNet, CaffeNet and ResNet-50.
 
 Prints milliseconds per forward and per backward (both gradients) of a training layer for
 both paths (best of three) and checks they agree; "passes" names those the layer runs direct
-(f forward by the rows kernel, p by the planes kernel, x input gradient, w weight gradient;
-'-' for im2col + GEMM). The thresholds in
+(forward: v by the windows kernel, f by the rows kernel, p by the planes kernel; input
+gradient: v windows, x rows; weight gradient: v windows, w tile sums; '-' for im2col + GEMM). The thresholds in
 layers/vision.py (DIRECT_*) come from figures like these."""
 from __future__ import annotations
 
@@ -82,9 +82,12 @@ def main():
             backward()
             results[direct] = (fwd, bwd, top[0].data.copy(), bottom[0].diff.copy(),
                                layer.blobs[0].diff.copy(),
-                               ("f" if layer.direct_forward else
+                               ("v" if layer.window_forward else
+                                "f" if layer.direct_forward else
                                 "p" if layer.plane_forward else "-",
+                                "v" if layer.window_input_grad else
                                 "x" if layer.direct_input_grad else "-",
+                                "v" if layer.window_weight_grad else
                                 "w" if layer.direct_weight_grad else "-"))
         for a, b in zip(results[True][2:5], results[False][2:5]):
             np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3 * np.abs(b).max())

@@ -254,6 +254,15 @@ def test_convolution_weight_gradient_windows(direct_everywhere, monkeypatch, m, 
     assert_direct_matches_columns(monkeypatch, m, extra, shape)
 
 
+def test_weight_gradient_windows_only_where_they_pay():
+    """Windows of fewer than WINDOW_MIN_RUN inputs (3 channels x 5: the tile sums), or more
+    than DIRECT_MAX_FILTERS filters a group (GEMM's), keep the other paths."""
+    few, _, _ = run(CONV.format(m=8, extra="kernel_size: 5 pad: 2"), np.zeros((1, 3, 12, 12)))
+    many, _, _ = run(CONV.format(m=65, extra="kernel_size: 3 pad: 1"), np.zeros((1, 22, 4, 5)))
+    assert not few.window_weight_grad and few.direct_weight_grad
+    assert not many.window_weight_grad
+
+
 @pytest.mark.parametrize("phase", [0, 1])
 @pytest.mark.parametrize("m,extra,shape,passes", WINDOW_CASES)
 def test_convolution_gradients_windows(direct_everywhere, m, extra, shape, passes, phase):

@@ -220,8 +220,10 @@ class Convolution(RectifiesOutput, Layer):
         # and the weight gradient, a kernel row's window of KW x C/G inputs as the vectors,
         # where that run fills WINDOW_MIN_RUN lanes (LeNet's conv2 1.12 -> 0.83 ms with the
         # im2row it saves; cifar10_quick's conv2 8.3 -> 6.3, conv3 5.7 -> 2.8; its conv1,
-        # 3 channels, 2.5 -> 7.7: the planes kernel keeps it)
+        # 3 channels, 2.5 -> 7.7: the tile sums keep it), up to DIRECT_MAX_FILTERS filters
+        # (ResNet-50's res4 3x3 at batch 1, 256 filters: backward 1.8 -> 2.8 ms, GEMM keeps it)
         self.window_weight_grad = (DIRECT_WINDOWS and plain and stride1
+                                   and mg <= DIRECT_MAX_FILTERS
                                    and kw * cg >= WINDOW_MIN_RUN
                                    and oh * ow >= WINDOW_MIN_PLANE)
         self.direct_weight_grad = self.direct_weight_grad and not self.window_weight_grad
