@@ -543,6 +543,47 @@ def test_broadcast_tile_add_continues_sums_under_lane_masks(dtype):
     assert np.array_equal(out, before)
 
 
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_window_tile_reads_two_segments_a_vector(dtype, accumulate):
+    """simd.window_tile (out = init + sums) and window_tile_add (out += sums): each vector's
+    lanes from two segments of b at their own starts (lanes outside both: 0), steps through
+    an offsets table, stores only the lanes below out_lanes; exact on integers."""
+    from numba import njit
+
+    from netspec.kernels.simd import window_tile, window_tile_add
+
+    lanes = 64 // np.dtype(dtype).itemsize
+    tile = window_tile_add if accumulate else window_tile
+    segments = (3, 40, 90, 0)  # vector 0: lanes [0, 5) from 3, [5, L - 2) from 40;
+    bounds = (0, 5, 5, lanes - 2, 1, lanes, 0, 0)  # vector 1: lanes [1, L) from 90 only
+
+    @njit
+    def run(a, b, offsets, steps, out):
+        tile(a, (0, 11), b, 2, offsets, segments, bounds, steps, (1.5, -2.0), out,
+             (0, 3 * lanes), (lanes, lanes - 1))
+
+    gen = np.random.default_rng(1)
+    steps = 6
+    a = gen.integers(-4, 5, 11 + steps).astype(dtype)
+    b = gen.integers(-4, 5, 300).astype(dtype)
+    offsets = gen.integers(0, 100, steps).astype(np.int64)
+    out = gen.integers(-4, 5, 6 * lanes).astype(dtype)
+    expected = out.astype(np.float64).copy()
+    for r, (a_r, o_r, init) in enumerate(((0, 0, 1.5), (11, 3 * lanes, -2.0))):
+        for v, count in enumerate((lanes, lanes - 1)):
+            for l in range(count):
+                total = expected[o_r + lanes * v + l] if accumulate else init
+                for k in range(steps):
+                    for s in range(2):
+                        lo, hi = bounds[4 * v + 2 * s], bounds[4 * v + 2 * s + 1]
+                        if lo <= l < hi:
+                            total += a[a_r + k] * float(b[2 + offsets[k] + segments[2 * v + s] + l])
+                expected[o_r + lanes * v + l] = total
+    run(a, b, offsets, steps, out)
+    assert np.array_equal(out, expected)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sum_run_adds_in_its_documented_order(dtype):
     """sums.sum_run: element i into running sum i % 8 (a vector of eight float64 lanes), the

@@ -250,7 +250,7 @@ def _window_tile(accumulate):
             return None
         sig = types.void(a, a_starts, b, b_start, offsets, segments, bounds, steps, init, out,
                          out_starts, out_lanes)
-        return sig, _window_codegen(accumulate, a, b, offsets, out, a_starts.count,
+        return sig, _window_codegen(accumulate, a, b, offsets, init, out, a_starts.count,
                                     out_lanes.count)
     typer.__name__ = "window_tile_add" if accumulate else "window_tile"
     typer.__doc__ = WINDOW_TILE_DOC
@@ -271,7 +271,7 @@ WINDOW_TILE_DOC = """A register tile of a direct convolution, R rows (filters) x
     each output's terms in order of k."""
 
 
-def _window_codegen(accumulate, a, b, offsets, out, count_r, count_v):
+def _window_codegen(accumulate, a, b, offsets, init, out, count_r, count_v):
     def codegen(context, builder, signature, args):
         (a_v, a_start_v, b_v, b_start_v, offsets_v, segments_v, bounds_v, steps_v, init_v,
          out_v, out_start_v, out_lanes_v) = args
@@ -299,8 +299,8 @@ def _window_codegen(accumulate, a, b, offsets, out, count_r, count_v):
         if accumulate:
             start = [vec.load(p, stores[k % count_v]) for k, p in enumerate(out_ptrs)]
         else:
-            start = [vec.splat(value) for value in _fields(builder, init_v, count_r)
-                     for _ in range(count_v)]
+            start = [vec.splat(context.cast(builder, value, init.dtype, out.dtype))
+                     for value in _fields(builder, init_v, count_r) for _ in range(count_v)]
         final = counted_loop(builder, steps_v, start, step, "window")
         for k, value in enumerate(final):
             vec.store(value, out_ptrs[k], stores[k % count_v])
