@@ -6,7 +6,8 @@ by pass, on the convolutions of cifar10_quick, LeNet, CaffeNet and ResNet-50.
 Prints milliseconds per forward and per backward (both gradients) of a training layer for
 both paths (best of three) and checks they agree; "passes" names those the layer runs direct
 (forward: v by the windows kernel, f by the rows kernel, p by the planes kernel; input
-gradient: v windows, x rows; weight gradient: v windows, w tile sums; '-' for im2col + GEMM). The thresholds in
+gradient: v windows, s windows added where they lie, x rows; weight gradient: v windows,
+w tile sums; '-' for im2col + GEMM). The thresholds in
 layers/vision.py (DIRECT_*) come from figures like these."""
 from __future__ import annotations
 
@@ -86,6 +87,7 @@ def main():
                                 "f" if layer.direct_forward else
                                 "p" if layer.plane_forward else "-",
                                 "v" if layer.window_input_grad else
+                                "s" if layer.scatter_input_grad else
                                 "x" if layer.direct_input_grad else "-",
                                 "v" if layer.window_weight_grad else
                                 "w" if layer.direct_weight_grad else "-"))

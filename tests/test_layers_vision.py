@@ -254,6 +254,25 @@ def test_convolution_weight_gradient_windows(direct_everywhere, monkeypatch, m, 
     assert_direct_matches_columns(monkeypatch, m, extra, shape)
 
 
+SCATTER_CASES = [  # (m, extra, shape): the input gradient added window by window
+    (7, "kernel_size: 3", (2, 22, 6, 7)),  # "valid": no direct input gradient; pairs of rows
+    (6, "kernel_size: 3 stride: 2 pad: 1", (1, 22, 9, 8)),  # strided, padded, an odd row
+    (8, "kernel_size: 3 group: 2", (1, 44, 5, 6)),
+    (5, "kernel_size: 5", (1, 30, 7, 7)),  # 150 inputs a window: two runs of vectors
+]
+
+
+@pytest.mark.parametrize("m,extra,shape", SCATTER_CASES)
+def test_convolution_input_gradient_scattered(monkeypatch, m, extra, shape):
+    """input_grad_windows against numeric differentiation and against im2col + GEMM (float32,
+    the same bits on 1 and 2 threads)."""
+    layer, _, _ = run(CONV.format(m=m, extra=extra), np.zeros(shape), phase=0)
+    assert layer.scatter_input_grad and not layer.direct_input_grad
+    assert_gradients(CONV.format(m=m, extra=extra),
+                     np.random.default_rng(0).normal(size=shape), phase=0)
+    assert_direct_matches_columns(monkeypatch, m, extra, shape)
+
+
 def test_weight_gradient_windows_only_where_they_pay():
     """Windows of fewer than WINDOW_MIN_RUN inputs (3 channels x 5: the tile sums), or more
     than DIRECT_MAX_FILTERS filters a group (GEMM's), keep the other paths."""

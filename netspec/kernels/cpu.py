@@ -20,7 +20,8 @@ import numpy as np
 from numba import prange, uint64 as u
 
 from .direct import (add_weight_grad, add_weight_grad_windows, conv_planes,  # noqa: F401
-                     conv_rows, conv_windows, to_padded_rows, to_planes, to_rows)
+                     conv_rows, conv_windows, input_grad_windows, to_padded_rows, to_planes,
+                     to_rows)
 from .gemm import (add_linear_weight_grad, linear, linear_input_grad,  # noqa: F401
                    matmul_add)
 from .launch import by_filter_width, kernel, serial

@@ -37,7 +37,7 @@ from numba import get_num_threads, prange, uint64 as u
 
 from .gemm import dot4x4
 from .launch import kernel, vectorised
-from .simd import copy_padded, tile_sums, window_tile, window_tile_add
+from .simd import broadcast_tile_add, copy_padded, tile_sums, window_tile, window_tile_add
 from .sums import sum_run
 
 #: tiles of 4 filters one weight-gradient task sums (its input's copies read from memory once)
@@ -384,3 +384,60 @@ def add_weight_grad_windows(xr, dy, kh, kw, zero, dwt):
                 window_tile_add(ds, ((b * m + g * mg + f) * plane,), xs, base, offsets,
                                 segments, bounds, plane, (zero,), ws, (first_out + f * width,),
                                 valid)
+
+
+@vectorised
+def input_grad_windows(dy, wt, sh, sw, ph, pw, xr, dx):
+    """dx (N, C, H, W) = the input gradient of a convolution (stride sh, sw; padding ph, pw;
+    no dilation) for dY (N, M, OH, OW), with wt (G, KH, M/G, KW * C/G) the
+    filters as wt[g, i, m, j C/G + c] = w[g M/G + m, c, i, j]; xr (N, G, Hp, Wp * C/G) the
+    scratch the gradient is summed in (padded, channels last), then cropped into dx.
+
+    Each output position (y, x) and kernel row i adds, to the run of KW x C/G inputs its window
+    covers on that row (contiguous, channels last), the sum over filters of dY[m, y, x] times
+    wt[g, i, m]: a register tile of 2 output rows x up to 7 vectors of the run
+    (simd.broadcast_tile_add), added onto the scratch where it lies: no columns buffer, no
+    col2im. Tiles run kernel row by kernel row, then column, then pairs of rows, so that
+    consecutive tiles add to different rows. Each input's terms are added in that order."""
+    n, groups, hp, row = xr.shape
+    m, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
+    kh, mg, run = wt.shape[1], wt.shape[2], wt.shape[3]
+    c, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
+    cg = c // groups
+    lanes = 64 // dx.itemsize
+    span = 7 * lanes
+    plane = oh * ow
+    ds, ws, xs, out = dy.reshape(-1), wt.reshape(-1), xr.reshape(-1), dx.reshape(-1)
+    pairs = oh // 2
+    for t in prange(n * groups):
+        b, g = t // groups, t % groups
+        base = t * hp * row
+        for q in range(u(hp * row)):
+            xs[u(base) + q] = 0
+        for c0 in range(0, run, span):
+            count = min(span, run - c0)
+            valid = (min(lanes, count), min(lanes, max(0, count - lanes)),
+                     min(lanes, max(0, count - 2 * lanes)), min(lanes, max(0, count - 3 * lanes)),
+                     min(lanes, max(0, count - 4 * lanes)), min(lanes, max(0, count - 5 * lanes)),
+                     min(lanes, max(0, count - 6 * lanes)))
+            for i in range(kh):
+                filters = (g * kh + i) * mg * run + c0
+                for x in range(ow):
+                    column = x * sw * cg + c0
+                    for p in range(pairs):
+                        y = 2 * p
+                        d = ((b * m + g * mg) * oh + y) * ow + x
+                        o = base + (y * sh + i) * row + column
+                        broadcast_tile_add(ds, (d, d + ow), plane, ws, filters, run, valid, mg,
+                                           xs, (o, o + sh * row))
+                    if oh % 2:
+                        y = oh - 1
+                        broadcast_tile_add(ds, (((b * m + g * mg) * oh + y) * ow + x,), plane,
+                                           ws, filters, run, valid, mg, xs,
+                                           (base + (y * sh + i) * row + column,))
+        for ch in range(cg):  # crop the padding, back to (C, H, W)
+            for yy in range(h):
+                src = u(base + (yy + ph) * row + pw * cg + ch)
+                dst = u(((b * c + g * cg + ch) * h + yy) * w)
+                for xx in range(u(w)):
+                    out[dst + xx] = xs[src + xx * u(cg)]
