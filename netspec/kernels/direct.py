@@ -322,17 +322,24 @@ def conv_windows(xp, w, bias, groups, wp, zero, y):
                        bounds[6], bounds[7], bounds[8], bounds[9], bounds[10], bounds[11],
                        bounds[12], bounds[13], bounds[14], bounds[15])
         out_lanes = (valid[0], valid[1], valid[2], valid[3])
+        one_row = (starts[0], starts[2], starts[4], starts[6])  # rows as wide as whole vectors
+        one_row_bounds = (bounds[0], bounds[1], bounds[4], bounds[5], bounds[8], bounds[9],
+                          bounds[12], bounds[13])
         base = (b * c + g * cg) * size
         for fb in range(0, mg, WINDOW_FILTERS):
             f = g * mg + min(fb, mg - WINDOW_FILTERS)  # the last tile overlaps: same values
             init = ((bias[f], bias[f + 1], bias[f + 2], bias[f + 3], bias[f + 4], bias[f + 5])
                     if has_bias else (zero, zero, zero, zero, zero, zero))
             o = (b * m + f) * plane + p0
-            window_tile(ws, (f * taps, (f + 1) * taps, (f + 2) * taps, (f + 3) * taps,
-                             (f + 4) * taps, (f + 5) * taps), xs, base, offsets, segments,
-                        lane_bounds, taps, init, ys,
-                        (o, o + plane, o + 2 * plane, o + 3 * plane, o + 4 * plane,
-                         o + 5 * plane), out_lanes)
+            filters = (f * taps, (f + 1) * taps, (f + 2) * taps, (f + 3) * taps,
+                       (f + 4) * taps, (f + 5) * taps)
+            outs = (o, o + plane, o + 2 * plane, o + 3 * plane, o + 4 * plane, o + 5 * plane)
+            if ow % lanes == 0:  # each vector within one output row: one load, not two
+                window_tile(ws, filters, xs, base, offsets, one_row, one_row_bounds, taps,
+                            init, ys, outs, out_lanes)
+            else:
+                window_tile(ws, filters, xs, base, offsets, segments, lane_bounds, taps, init,
+                            ys, outs, out_lanes)
 
 
 #: filters in one add_weight_grad_windows tile (5 x 4 vectors: 20 of the 32 registers)
@@ -368,8 +375,8 @@ def add_weight_grad_windows(xr, dy, kh, kw, zero, dwt):
         count = min(span, width - c0)
         valid = (min(lanes, count), min(lanes, max(0, count - lanes)),
                  min(lanes, max(0, count - 2 * lanes)), min(lanes, max(0, count - 3 * lanes)))
-        segments = (0, 0, lanes, 0, 2 * lanes, 0, 3 * lanes, 0)
-        bounds = (0, valid[0], 0, 0, 0, valid[1], 0, 0, 0, valid[2], 0, 0, 0, valid[3], 0, 0)
+        segments = (0, lanes, 2 * lanes, 3 * lanes)
+        bounds = (0, valid[0], 0, valid[1], 0, valid[2], 0, valid[3])
         first_out = (g * kh + i) * mg * width + c0
         for b in range(n):
             base = ((b * groups + g) * hp + i) * row + c0

@@ -245,13 +245,14 @@ def _window_tile(accumulate):
               out_starts, out_lanes):
         if not (_tuples(a_starts, out_starts, segments, bounds, init, out_lanes)
                 and a_starts.count == out_starts.count == init.count
-                and segments.count == 2 * out_lanes.count and bounds.count == 2 * segments.count
+                and segments.count in (out_lanes.count, 2 * out_lanes.count)
+                and bounds.count == 2 * segments.count
                 and _floats(a, b, out)):
             return None
         sig = types.void(a, a_starts, b, b_start, offsets, segments, bounds, steps, init, out,
                          out_starts, out_lanes)
         return sig, _window_codegen(accumulate, a, b, offsets, init, out, a_starts.count,
-                                    out_lanes.count)
+                                    out_lanes.count, segments.count // out_lanes.count)
     typer.__name__ = "window_tile_add" if accumulate else "window_tile"
     typer.__doc__ = WINDOW_TILE_DOC
     return intrinsic(typer)
@@ -260,26 +261,28 @@ def _window_tile(accumulate):
 WINDOW_TILE_DOC = """A register tile of a direct convolution, R rows (filters) x V vectors:
 
         out[out_starts[r] + LANES v + l] = init[r] + sum over k < steps of
-            a[a_starts[r] + k] * b[b_start + offsets[k] + segments[2 v + s] + l]
+            a[a_starts[r] + k] * b[b_start + offsets[k] + segments[S v + s] + l]
 
     (window_tile_add: out[...] += the sum, init unused) for l < out_lanes[v], where s is the
-    segment (0 or 1) whose lanes [bounds[2 (2 v + s)], bounds[2 (2 v + s) + 1]) hold l (no
-    segment: the term is 0). A vector of output positions may span two output rows, whose
-    inputs lie apart: each row's part is one masked load. offsets[k] is where step k's inputs
-    start (a filter tap's channel, kernel row and column; or an output position). Each step
-    loads 2V masked vectors, broadcasts R scalars of a and makes R x V fused multiply-adds:
-    each output's terms in order of k."""
+    part (S = len(segments) / V of them: 1 or 2) whose lanes [bounds[2 (S v + s)],
+    bounds[2 (S v + s) + 1]) hold l (none: the term is 0). A vector of output positions may
+    span two output rows, whose inputs lie apart: each row's part is one masked load.
+    offsets[k] is where step k's inputs start (a filter tap's channel, kernel row and column;
+    or an output position). Each step loads S V masked vectors, broadcasts R scalars of a and
+    makes R x V fused multiply-adds: each output's terms in order of k."""
 
 
-def _window_codegen(accumulate, a, b, offsets, init, out, count_r, count_v):
+def _window_codegen(accumulate, a, b, offsets, init, out, count_r, count_v, parts):
     def codegen(context, builder, signature, args):
         (a_v, a_start_v, b_v, b_start_v, offsets_v, segments_v, bounds_v, steps_v, init_v,
          out_v, out_start_v, out_lanes_v) = args
         vec = _Vectors(builder, context, out.dtype)
-        edges = _fields(builder, bounds_v, 4 * count_v)
-        seg_masks = [vec.between(edges[2 * q], edges[2 * q + 1]) for q in range(2 * count_v)]
+        edges = _fields(builder, bounds_v, 2 * parts * count_v)
+        seg_masks = [vec.between(edges[2 * q], edges[2 * q + 1])
+                     for q in range(parts * count_v)]
         b_base = builder.gep(_data(context, builder, b, b_v), [b_start_v])
-        seg_ptrs = [builder.gep(b_base, [s]) for s in _fields(builder, segments_v, 2 * count_v)]
+        seg_ptrs = [builder.gep(b_base, [s])
+                    for s in _fields(builder, segments_v, parts * count_v)]
         a_ptrs = [builder.gep(_data(context, builder, a, a_v), [s])
                   for s in _fields(builder, a_start_v, count_r)]
         offsets_data = _data(context, builder, offsets, offsets_v)
@@ -292,9 +295,10 @@ def _window_codegen(accumulate, a, b, offsets, init, out, count_r, count_v):
             offset = builder.load(builder.gep(offsets_data, [k]))
             b_vectors = []
             for v in range(count_v):
-                first = vec.load(vec.at(seg_ptrs[2 * v], offset), seg_masks[2 * v])
-                b_vectors.append(vec.load(vec.at(seg_ptrs[2 * v + 1], offset),
-                                          seg_masks[2 * v + 1], first))
+                loaded = None
+                for q in range(parts * v, parts * v + parts):
+                    loaded = vec.load(vec.at(seg_ptrs[q], offset), seg_masks[q], loaded)
+                b_vectors.append(loaded)
             return _products(builder, vec, a_ptrs, k, b_vectors, partial)
         if accumulate:
             start = [vec.load(p, stores[k % count_v]) for k, p in enumerate(out_ptrs)]
