@@ -1,35 +1,40 @@
-"""Direct convolution kernels: no im2col, no GEMM; register-blocked dot products that LLVM
-vectorises.
+"""Direct convolution kernels: no im2col, no GEMM.
 
 Why: im2col writes kh*kw copies of the input (25x for a 5x5 kernel) that the GEMM then packs
 again; for the small-channel layers of LeNet and cifar10_quick those memory moves cost as much
-as the arithmetic. Here each output tile of 4 filters x 4 positions is 16 scalar sums over one
-contiguous run of the input, which numba compiles to 16 vector accumulators (~25 GFLOP/s a core
-on AVX2, as much as OpenBLAS reaches on these shapes; 140-150 on an AVX-512 Emerald Rapids core,
-where OpenBLAS reaches 110-125 on cifar10_quick's) reading the input where it lies. (Tiles of 3
-filters x 4 positions loaded 7 vectors for 12 multiply-adds: conv2 of cifar10_quick 1.1-1.3x
-slower.)
+as the arithmetic.
 
+Windows (the register tiles of simd.py, as BLAS micro-kernels are built; the fastest here):
+- conv_windows: stride 1, output positions as the vectors. A tile of 6 filters x 64 positions
+  holds 24 vector sums in registers for the whole loop over taps; each tap broadcasts one
+  weight per filter against the inputs under it, loaded from the (padded) planes, one masked
+  load per output row a vector spans. Also the input gradient of a stride-1 convolution whose
+  padding makes it a "same" correlation (dY padded, filters flipped): cifar10_quick's.
+- add_weight_grad_windows: in the rows layout a kernel row's window, KW x C/G inputs, is one
+  run; it is the vectors, 5 filters' dY broadcast, position by position.
+- input_grad_windows: each output position adds to its kernel rows' windows (rows layout)
+  the filters' sums over its dY, tiles of 2 rows x 7 vectors added where they lie: for "valid"
+  or strided convolutions (LeNet's conv2), whose dY padded to a full correlation would
+  multiply zeros.
+
+Dot-product tiles (the passes the windows do not fit: strided forward passes, input gradients
+over few channels, weight gradients of few channels): each output tile of 4 filters x 4
+positions is 16 scalar sums over one contiguous run of the input, which numba compiles to 16
+vector accumulators reduced at the end (140-150 GFLOP/s on an AVX-512 Emerald Rapids core).
 Two layouts make the runs contiguous:
-- rows (N, G, Hp, Wp * Cg): padded images, channels last within a group. The forward pass,
-  and the input gradient, which is a forward pass of the padded dY with the filters flipped and
-  transposed (stride 1). Each task stacks the KH input rows of its output row column by column
-  ((Wp, KH, Cg), in cache), so that a whole window is one run of KW * KH * Cg: summed row by
-  row instead, each tile reduced its vector sums to scalars KH times as often (cifar10_quick's
-  5x5 conv2 and conv3, forward and input gradients together, 15.8 -> 9.9 ms; the stacked rows
-  written for the whole batch instead of a row at a time cost 2.6 ms more in memory traffic).
+- rows (N, G, Hp, Wp * Cg): padded images, channels last within a group. Each conv_rows task
+  stacks the KH input rows of its output row column by column ((Wp, KH, Cg), in cache), so
+  that a whole window is one run of KW * KH * Cg.
 - planes (N, C, Hp * Wp + KW): padded images, each plane flat. The weight gradient of tap
   (i, j) is a dot product of dY (rows padded to Wp with zeros) with the plane shifted by
-  i * Wp + j: one run of OH * Wp per image (Wp - OW of each Wp multiply zeros; a copy per
-  kernel column without them moved more memory than the zeros cost). Its tile is 4 filters x
-  5 taps (none wasted on 5x5 kernels, one of 10 on 3x3; on AVX2 3 x 4 had wasted a quarter of
-  a 3x3's work, but on AVX-512 4 x 3 ran 1.15-1.2x slower on cifar10_quick's 5x5 layers).
+  i * Wp + j: one run of OH * Wp per image; its tile is 4 filters x 5 taps, whose vector
+  partial sums stay vectors across images (simd.tile_sums).
+With one to a few input channels and too few filters for a windows tile, the planes kernel
+runs its vectors along the output rows (conv_planes).
 
-With one to a few input channels those runs are too short to vectorise (LeNet's conv1: 5);
-the planes kernel then runs its vectors along the output rows instead (conv_planes).
-
-Each output element is one iteration's sum in a fixed order: results are the same on any number
-of threads. Tiles at the edges overlap the previous tile and store only what it did not."""
+Each output element is summed in a fixed order: results are the same on any number of
+threads. Tiles at the edges overlap the previous tile and store only what it did not (or, for
+the tiles that add on, a narrower tile takes the rest)."""
 from __future__ import annotations
 
 import numpy as np

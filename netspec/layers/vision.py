@@ -184,10 +184,11 @@ class Convolution(RectifiesOutput, Layer):
                            and p.num_output // p.group <= ROWS_MAX_FILTERS)
 
     def plan_direct(self, channels: int, height: int, width: int, in_place: bool) -> None:
-        """Which passes run the direct kernels instead of im2col + GEMM (see DIRECT_*): the
-        kernels tile 4 filters x 4 positions and read contiguous filter rows (no dilation);
-        the gradients are stride-1 correlations, the input gradient over dY padded to a "full"
-        correlation (work in proportion to the input's area, not the output's)."""
+        """Which passes run the direct kernels instead of im2col + GEMM (see DIRECT_* and
+        WINDOW_*; kernels/direct.py): the windows kernels where their tiles fit, else the
+        dot-product tiles of 4 filters x 4 positions (no dilation). The input gradient over dY
+        padded to a "full" correlation does work in proportion to the input's area, not the
+        output's; where that wastes too much, it adds window by window instead."""
         p = self.p
         kh, kw = p.kernel
         (oh, ow), (ph, pw) = self.out_hw, p.pads
