@@ -514,17 +514,7 @@ class Convolution(RectifiesOutput, Layer):
         elif p.bias_term:
             kernels.add_channel_sums(dy, bias_diff)
         if propagate_down[0] and self.window_input_grad:
-            p = self.p
-            g, (m, cg, kh, kw) = p.group, self.blobs[0].shape
-            w = self.blobs[0].data.reshape(g, m // g, cg, kh, kw)[:, :, :, ::-1, ::-1]
-            flipped = workspace("direct filters", w.size, self.dtype).reshape(
-                g, cg, m // g, kh, kw)
-            np.copyto(flipped, w.transpose(0, 2, 1, 3, 4))
-            planes, width = self.window_planes(kernels, top[0].diff, (kh - 1 - p.pads[0],
-                                                                       kw - 1 - p.pads[1]))
-            kernels.conv_windows(planes, flipped.reshape(g * cg, m // g, kh, kw),
-                                 absent(self.dtype), g, width, self.dtype.type(0),
-                                 bottom[0].diff)
+            self.window_input_gradient(kernels, top[0].diff, bottom[0].diff)
         elif propagate_down[0] and self.scatter_input_grad:
             self.scatter_input_gradient(kernels, top[0].diff, bottom[0].diff)
         elif propagate_down[0] and self.direct_input_grad:
@@ -564,6 +554,18 @@ class Convolution(RectifiesOutput, Layer):
                                         self.dtype.type(0), sums)
         dw = self.blobs[0].diff.reshape(g, m // g, cg, kh, kw)
         dw += sums.reshape(g, kh, m // g, kw, cg).transpose(0, 2, 4, 1, 3)
+
+    def window_input_gradient(self, kernels, dy, dx):
+        """dx = the stride-1 correlation of dY, padded to a full one, with the filters flipped
+        and transposed ((C, M/G, KH, KW) a group), by the windows kernel."""
+        p = self.p
+        g, (m, cg, kh, kw) = p.group, self.blobs[0].shape
+        w = self.blobs[0].data.reshape(g, m // g, cg, kh, kw)[:, :, :, ::-1, ::-1]
+        flipped = workspace("direct filters", w.size, self.dtype).reshape(g, cg, m // g, kh, kw)
+        np.copyto(flipped, w.transpose(0, 2, 1, 3, 4))
+        planes, width = self.window_planes(kernels, dy, (kh - 1 - p.pads[0], kw - 1 - p.pads[1]))
+        kernels.conv_windows(planes, flipped.reshape(g * cg, m // g, kh, kw), absent(self.dtype),
+                             g, width, self.dtype.type(0), dx)
 
     def scatter_input_gradient(self, kernels, dy, dx):
         """dx = the input gradient by input_grad_windows: the filters as (G, KH, M/G, KW C/G),
