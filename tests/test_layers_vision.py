@@ -232,7 +232,8 @@ WINDOW_CASES = [  # (m, extra, shape, (forward, input grad) by the windows kerne
     (7, "kernel_size: 5 pad: 2", (1, 6, 3, 17), (True, True)),  # rows split across vectors
     (12, "kernel_size: 3 group: 2 pad: 1", (1, 12, 3, 16), (True, True)),  # filters overlap
     (6, "kernel_size: 3", (2, 5, 5, 10), (True, False)),  # unpadded: the images as they are
-    (6, "kernel_size: 3 pad: 1", (1, 4, 6, 9), (False, False)),  # 9 wide: three rows a vector
+    (6, "kernel_size: 3 pad: 1", (1, 6, 3, 12), (True, True)),  # 12 wide: parts of 12 + 4,
+    (6, "kernel_size: 3 pad: 1", (1, 4, 6, 9), (False, False)),  # 8 + 8, 4 + 12; 9: 3 rows
 ]
 
 

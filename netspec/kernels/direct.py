@@ -37,6 +37,8 @@ threads. Tiles at the edges overlap the previous tile and store only what it did
 the tiles that add on, a narrower tile takes the rest)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import get_num_threads, prange, uint64 as u
 
@@ -273,8 +275,10 @@ WINDOW_FILTERS = 6
 
 def windows_fit(out_width: int) -> bool:
     """Whether conv_windows takes an output this wide: each vector of 16 positions (from a
-    multiple of 16) must span at most two output rows."""
-    return out_width >= 15 or out_width in (8, 16)
+    multiple of 16) must span at most two output rows. The vectors start gcd(16, OW) apart
+    within a row, so the latest starts OW - gcd into one: 8, 12, 14 and from 15 on fit (8
+    lanes of float64 then fit too)."""
+    return out_width >= 16 - math.gcd(16, out_width)
 
 
 @vectorised
