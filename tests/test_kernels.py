@@ -1,6 +1,8 @@
 """The CPU kernels against plain numpy references, and their results independent of threads."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
@@ -632,6 +634,32 @@ def test_copy_padded_copies_then_zeros_to_the_width(dtype):
         expected[d:d + width] = 0
         expected[d:d + count] = src[s:s + count]
         assert np.array_equal(dst, expected), (s, d, count, width)
+
+
+def test_kernel_cache_keyed_by_every_kernel_source(monkeypatch, tmp_path):
+    """launch.key_cache_by_sources: the compiled kernels' folder is named by a hash of all the
+    kernel sources (a changed helper file compiles afresh); a NUMBA_CACHE_DIR the user set is
+    kept as it is."""
+    import subprocess
+    import sys
+
+    from netspec.kernels import launch
+    assert numba.config.CACHE_DIR.startswith(str(Path(launch.__file__).parent / "__pycache__"))
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 2\n")
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    first = launch.key_cache_by_sources(tmp_path)
+    assert first.startswith(str(tmp_path / "__pycache__" / "kernels-"))
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    assert launch.key_cache_by_sources(tmp_path) == first  # the same sources, the same folder
+    (tmp_path / "b.py").write_text("y = 3\n")
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    assert launch.key_cache_by_sources(tmp_path) != first
+    code = "import numba, netspec.kernels.launch; print(numba.config.CACHE_DIR)"
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path / "mine")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == str(tmp_path / "mine")
 
 
 def test_wide_vectors_on_avx512_unless_the_user_chose_features():

@@ -13,6 +13,8 @@ and nothing is fast-math, so every thread count gives the same bits."""
 from __future__ import annotations
 
 import functools
+import hashlib
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -43,6 +45,25 @@ def prefer_wide_vectors() -> str | None:
 
 
 prefer_wide_vectors()
+
+
+def key_cache_by_sources(folder: Path = Path(__file__).parent) -> str | None:
+    """Keep the compiled kernels on disk in a folder named by a hash of every kernel source
+    file (in the package's __pycache__), so that editing or upgrading any of them compiles
+    afresh. numba keys each cached kernel by its own file alone, while kernels inline helpers
+    and LLVM IR from the others (simd.py, sums.py, gemm.py): a changed helper would otherwise
+    run in its old form from a stale cache, silently. A NUMBA_CACHE_DIR the user set is kept.
+    Returns the folder set, or None."""
+    if numba.config.CACHE_DIR:
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    numba.config.CACHE_DIR = str(folder / "__pycache__" / f"kernels-{digest.hexdigest()[:16]}")
+    return numba.config.CACHE_DIR
+
+
+key_cache_by_sources()
 
 #: calls whose largest array holds fewer elements than this run on the calling thread alone
 SERIAL_BELOW = 1 << 17
