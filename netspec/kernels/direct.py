@@ -44,7 +44,8 @@ from numba import get_num_threads, prange, uint64 as u
 
 from .gemm import dot4x4
 from .launch import kernel, vectorised
-from .simd import broadcast_tile_add, copy_padded, tile_sums, window_tile, window_tile_add
+from .simd import (broadcast_tile_add, copy_padded, four_vectors, tile_sums, window_tile,
+                   window_tile_add)
 from .sums import sum_run
 
 #: tiles of 4 filters one weight-gradient task sums (its input's copies read from memory once)
@@ -382,8 +383,7 @@ def add_weight_grad_windows(xr, dy, kh, kw, zero, dwt):
     for t in prange(groups * kh * blocks):
         g, i, c0 = t // (kh * blocks), (t // blocks) % kh, (t % blocks) * span
         count = min(span, width - c0)
-        valid = (min(lanes, count), min(lanes, max(0, count - lanes)),
-                 min(lanes, max(0, count - 2 * lanes)), min(lanes, max(0, count - 3 * lanes)))
+        valid = four_vectors(count, lanes)
         segments = (0, lanes, 2 * lanes, 3 * lanes)
         bounds = (0, valid[0], 0, valid[1], 0, valid[2], 0, valid[3])
         first_out = (g * kh + i) * mg * width + c0
@@ -432,10 +432,7 @@ def input_grad_windows(dy, wt, sh, sw, ph, pw, xr, dx):
             xs[u(base) + q] = 0
         for c0 in range(0, run, span):
             count = min(span, run - c0)
-            valid = (min(lanes, count), min(lanes, max(0, count - lanes)),
-                     min(lanes, max(0, count - 2 * lanes)), min(lanes, max(0, count - 3 * lanes)),
-                     min(lanes, max(0, count - 4 * lanes)), min(lanes, max(0, count - 5 * lanes)),
-                     min(lanes, max(0, count - 6 * lanes)))
+            valid = four_vectors(count, lanes) + four_vectors(count - 4 * lanes, lanes)[:3]
             for i in range(kh):
                 filters = (g * kh + i) * mg * run + c0
                 for x in range(ow):

@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 
 from .launch import vectorised, vectorised_helper
-from .simd import broadcast_tile_add
+from .simd import broadcast_tile_add, four_vectors
 
 #: weights from this size on make a small batch's product memory bound (smaller: numpy's matmul)
 MATVEC_FROM = 1 << 17
@@ -178,9 +178,7 @@ def _add_outer(dw, dy, x):
             for cb in range(blocks):
                 c0 = cb * span
                 count = min(span, k - c0)
-                valid = (min(lanes, count), min(lanes, max(0, count - lanes)),
-                         min(lanes, max(0, count - 2 * lanes)),
-                         min(lanes, max(0, count - 3 * lanes)))
+                valid = four_vectors(count, lanes)
                 if f + OUTER_ROWS <= last:
                     broadcast_tile_add(ds, (f, f + 1, f + 2, f + 3, f + 4), n, xs, c0, k, valid,
                                        batch, ws, (f * k + c0, (f + 1) * k + c0,

@@ -22,12 +22,22 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .launch import serial
+
 I64, I32 = ir.IntType(64), ir.IntType(32)
 
 
 def acc_lanes(dtype) -> int:
     """Lanes of one 64-byte vector of a numba float type (tile_sums's partial sums)."""
     return 64 // (dtype.bitwidth // 8)
+
+
+@serial
+def four_vectors(count, lanes):
+    """The lanes that a run of `count` elements fills in each of four vectors of `lanes`, from
+    the first (the b_lanes / out_lanes of a 4-vector tile; 0 for a vector past the run)."""
+    return (min(lanes, max(0, count)), min(lanes, max(0, count - lanes)),
+            min(lanes, max(0, count - 2 * lanes)), min(lanes, max(0, count - 3 * lanes)))
 
 
 def _floats(*arrays) -> bool:

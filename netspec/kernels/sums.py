@@ -4,8 +4,9 @@ kernel computes them.
 The order: element i of a run into running sum i % 8, the rest (length % 8) into sum 0 in
 turn, then ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)). The eight running sums are one
 vector of eight float64 lanes (emitted as LLVM IR through numba's `intrinsic`: LLVM left the
-scalar form's eight add chains scalar, ~1 cycle an element; LeNet conv1's bias gradient,
-737,280 elements, 0.08 -> 0.0x ms); adding lane by lane is the scalar form's arithmetic."""
+scalar form's eight add chains scalar, ~1 cycle an element: add_channel_sums over LeNet
+conv1's dY, 737,280 elements, 0.13 -> 0.05 ms on 2 Emerald Rapids cores); adding lane by lane
+is the scalar form's arithmetic."""
 from __future__ import annotations
 
 from llvmlite import ir
