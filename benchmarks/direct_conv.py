@@ -18,6 +18,7 @@ import netspec  # noqa: F401  (before numpy: thread settings)
 import numpy as np
 
 from netspec.blob import Blob
+from netspec.kernels.cpu import conv as cpu_conv
 from netspec.layers import vision
 from netspec.proto import netspec_pb2 as pb
 from netspec.spec import parse_text
@@ -36,7 +37,7 @@ LAYERS = [
 
 
 def layer_for(shape, filters, kernel, pad, stride, direct):
-    vision.DIRECT = direct
+    cpu_conv.DIRECT = direct
     spec = parse_text(f'name: "c" type: "Convolution" convolution_param {{ num_output: {filters} '
                       f'kernel_size: {kernel} pad: {pad} stride: {stride} '
                       f'weight_filler {{ type: "gaussian" std: 0.1 }} }}', pb.LayerParameter())
@@ -44,7 +45,7 @@ def layer_for(shape, filters, kernel, pad, stride, direct):
     bottom, top = [Blob(shape, np.float32)], [Blob((), np.float32)]
     bottom[0].data[...] = np.random.default_rng(1).standard_normal(shape)
     layer.setup(bottom, top)
-    vision.DIRECT = True
+    cpu_conv.DIRECT = True
     return layer, bottom, top
 
 
@@ -83,14 +84,14 @@ def main():
             backward()
             results[direct] = (fwd, bwd, top[0].data.copy(), bottom[0].diff.copy(),
                                layer.blobs[0].diff.copy(),
-                               ("v" if layer.window_forward else
-                                "f" if layer.direct_forward else
-                                "p" if layer.plane_forward else "-",
-                                "v" if layer.window_input_grad else
-                                "s" if layer.scatter_input_grad else
-                                "x" if layer.direct_input_grad else "-",
-                                "v" if layer.window_weight_grad else
-                                "w" if layer.direct_weight_grad else "-"))
+                               ("v" if layer.plan.window_forward else
+                                "f" if layer.plan.direct_forward else
+                                "p" if layer.plan.plane_forward else "-",
+                                "v" if layer.plan.window_input_grad else
+                                "s" if layer.plan.scatter_input_grad else
+                                "x" if layer.plan.direct_input_grad else "-",
+                                "v" if layer.plan.window_weight_grad else
+                                "w" if layer.plan.direct_weight_grad else "-"))
         for a, b in zip(results[True][2:5], results[False][2:5]):
             np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3 * np.abs(b).max())
         flags = "".join(results[True][5])

@@ -42,7 +42,7 @@ def set_threads(n: int | None = None) -> int:
     global _configured
     import numba
     from threadpoolctl import threadpool_limits
-    from .kernels.workers import set_workers
+    from .kernels.cpu.workers import set_workers
     _configured = True
     n = max(1, n or default_threads())
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))

@@ -138,11 +138,11 @@ CONV_PATHS = {  # forward path: (batch, channels, size, filters, convolution_par
 
 def forward_path(layer, batch):
     """Which of CONV_PATHS a Convolution's forward takes (in the order forward tries them)."""
-    if layer.winograd_tile:
-        return f"winograd {layer.winograd_tile}x{layer.winograd_tile}"
-    if layer.direct_forward or layer.plane_forward:
-        return "direct rows" if layer.direct_forward else "planes"
-    return "im2col, one image" if batch == 1 else "im2col, pieces" * (layer.piece < batch)
+    if layer.plan.winograd_tile:
+        return f"winograd {layer.plan.winograd_tile}x{layer.plan.winograd_tile}"
+    if layer.plan.direct_forward or layer.plan.plane_forward:
+        return "direct rows" if layer.plan.direct_forward else "planes"
+    return "im2col, one image" if batch == 1 else "im2col, pieces" * (layer.plan.piece < batch)
 
 
 @pytest.mark.parametrize("slope", ["", "relu_param { negative_slope: 0.1 }"])
@@ -150,14 +150,15 @@ def forward_path(layer, batch):
 def test_convolution_and_inner_product_absorb_their_relu_to_the_bit(monkeypatch, path, slope):
     """Each forward path rectifies its pieces as it finishes them; the blobs hold the ReLU
     layers' own values."""
-    from netspec.kernels import workers
+    from netspec.kernels.cpu import workers
+    from netspec.kernels.cpu import conv as cpu_conv
     from netspec.layers import vision
     monkeypatch.setattr(workers, "MIN_COLUMNS", 1)
     monkeypatch.setattr(workers, "MIN_ELEMENTS", 1)
     winograd = path.startswith("winograd")
-    monkeypatch.setattr(vision, "WINOGRAD_MIN_CHANNELS", 1 if winograd else 1 << 30)
-    monkeypatch.setattr(vision, "WINOGRAD_MIN_TILES", 1)
-    monkeypatch.setattr(vision, "WINOGRAD_4X4_MIN", 100 if path == "winograd 4x4" else 1 << 30)
+    monkeypatch.setattr(cpu_conv, "WINOGRAD_MIN_CHANNELS", 1 if winograd else 1 << 30)
+    monkeypatch.setattr(cpu_conv, "WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr(cpu_conv, "WINOGRAD_4X4_MIN", 100 if path == "winograd 4x4" else 1 << 30)
     batch, channels, size, filters, conv = CONV_PATHS[path]
     net = Net(conv_relu_net(batch, channels, size, filters, conv, slope), TEST, seed=0)
     assert forward_path(net.layer_dict["conv"], batch) == path

@@ -76,7 +76,7 @@ def test_im2row_is_im2col_transposed_and_row2im_its_adjoint(g, dtype):
 def test_constant_filter_widths_give_the_bits_of_the_run_time_width(monkeypatch, kw):
     """im2row / row2im compile 3- and 5-wide filters as constants (launch.by_filter_width):
     the same bits as the build that reads the width at run time, padded windows included."""
-    from netspec.kernels import launch
+    from netspec.kernels.cpu import launch
     x = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
     geometry = (3, kw, 1, 1, 1, 2, 1, 1, out_size(9, 3, 1, 1, 1), out_size(11, kw, 1, 2, 1))
     rows_shape = (2 * geometry[-2] * geometry[-1], 3 * 3 * kw)
@@ -231,7 +231,7 @@ def test_small_calls_run_on_the_calling_thread_large_ones_on_all(monkeypatch):
     """A small call (under launch.SERIAL_BELOW elements) runs with numba's thread count at one
     for its duration, a large one on every thread; the count is restored after each call,
     and the bits are the same either way."""
-    from netspec.kernels import launch
+    from netspec.kernels.cpu import launch
     seen = []
     original = cpu._add_bias.parallel
     monkeypatch.setattr(cpu._add_bias, "parallel",
@@ -256,7 +256,7 @@ def test_small_calls_run_on_the_calling_thread_large_ones_on_all(monkeypatch):
 
 
 def test_results_do_not_depend_on_the_thread_count(monkeypatch):
-    from netspec.kernels import launch
+    from netspec.kernels.cpu import launch
     monkeypatch.setattr(launch, "SERIAL_BELOW", 0)  # every call in parallel on many threads
     x = rng.standard_normal((4, 6, 11, 11)).astype(np.float32)
     col = np.empty((6 * 9, 4 * 81), np.float32)
@@ -349,7 +349,7 @@ def test_solver_steps_match_their_formulas():
 def test_matmul_add_accumulates_block_by_block(monkeypatch):
     """out += a @ b through the small buffer, several blocks of rows (and a transposed a, as
     the weight gradients pass it): exact on integer-valued floats."""
-    from netspec.kernels import gemm
+    from netspec.kernels.cpu import gemm
     monkeypatch.setattr(gemm, "BLOCK", 40)
     rng = np.random.default_rng(0)
     a = rng.integers(-4, 5, (3, 11)).astype(np.float32).T  # (11, 3), not C-contiguous
@@ -368,7 +368,7 @@ def test_linear_matches_float64_on_any_thread_count(monkeypatch, batch, rows, dt
     tiles of four rows x four images, the last of each overlapping): exact on integer-valued
     floats, within float32 rounding on random ones, the same bits on one thread and on all; a
     NaN or infinity in a row reaches that row's outputs, in an image that image's."""
-    from netspec.kernels import gemm
+    from netspec.kernels.cpu import gemm
     monkeypatch.setattr(gemm, "MATVEC_FROM", 0)
     monkeypatch.setattr(gemm, "SKINNY_MIN_OUTPUTS", 4)
     gen = np.random.default_rng(rows)
@@ -403,7 +403,7 @@ def test_linear_gradients_match_float64_on_any_thread_count(monkeypatch, batch, 
     rest one by one, in bands of rows) and dx = dy w (columns in chunks): exact on integer-valued floats (dw
     added to what it held), within float32 rounding on random ones, the same bits on one
     thread and on all; a NaN in an image reaches that image's terms only."""
-    from netspec.kernels import gemm
+    from netspec.kernels.cpu import gemm
     monkeypatch.setattr(gemm, "MATVEC_FROM", 0)
     monkeypatch.setattr(gemm, "INPUT_GRAD_FROM", 0)
     monkeypatch.setattr(gemm, "SKINNY_MIN_OUTPUTS", 4)
@@ -452,7 +452,7 @@ def test_pieces_run_once_each_and_errors_reach_the_caller():
     import netspec
     from threadpoolctl import threadpool_info
 
-    from netspec.kernels import workers
+    from netspec.kernels.cpu import workers
     netspec.set_threads(2)
     seen, lock = [], threading.Lock()
 
@@ -486,7 +486,7 @@ def test_tile_sums_keeps_lane_partial_sums(dtype):
     lane by lane (lane q % LANES holds position q's terms) to what the partial sums held."""
     from numba import njit
 
-    from netspec.kernels.simd import tile_sums
+    from netspec.kernels.cpu.simd import tile_sums
 
     @njit
     def run(rows, cols, length, acc):
@@ -516,7 +516,7 @@ def test_broadcast_tile_add_continues_sums_under_lane_masks(dtype):
     (a partial vector and an empty one), the rest of out untouched; exact on integers."""
     from numba import njit
 
-    from netspec.kernels.simd import broadcast_tile_add
+    from netspec.kernels.cpu.simd import broadcast_tile_add
 
     lanes = 64 // np.dtype(dtype).itemsize
     valid = (lanes, 3, 0)
@@ -553,7 +553,7 @@ def test_window_tile_reads_two_segments_a_vector(dtype, accumulate):
     an offsets table, stores only the lanes below out_lanes; exact on integers."""
     from numba import njit
 
-    from netspec.kernels.simd import window_tile, window_tile_add
+    from netspec.kernels.cpu.simd import window_tile, window_tile_add
 
     lanes = 64 // np.dtype(dtype).itemsize
     tile = window_tile_add if accumulate else window_tile
@@ -593,7 +593,7 @@ def test_sum_run_adds_in_its_documented_order(dtype):
     that order written out in Python, for runs shorter than, equal to and longer than 8."""
     from numba import njit, uint64
 
-    from netspec.kernels.sums import sum_run
+    from netspec.kernels.cpu.sums import sum_run
 
     @njit
     def run(src, start, length):
@@ -619,7 +619,7 @@ def test_copy_padded_copies_then_zeros_to_the_width(dtype):
     written, for widths within one vector, across several and at a vector's edge."""
     from numba import njit
 
-    from netspec.kernels.simd import copy_padded
+    from netspec.kernels.cpu.simd import copy_padded
 
     @njit
     def run(src, s, dst, d, count, width):
@@ -643,7 +643,7 @@ def test_kernel_cache_keyed_by_every_kernel_source(monkeypatch, tmp_path):
     import subprocess
     import sys
 
-    from netspec.kernels import launch
+    from netspec.kernels.cpu import launch
     assert numba.config.CACHE_DIR.startswith(str(Path(launch.__file__).parent / "__pycache__"))
     (tmp_path / "a.py").write_text("x = 1\n")
     (tmp_path / "b.py").write_text("y = 2\n")
@@ -655,7 +655,7 @@ def test_kernel_cache_keyed_by_every_kernel_source(monkeypatch, tmp_path):
     (tmp_path / "b.py").write_text("y = 3\n")
     monkeypatch.setattr(numba.config, "CACHE_DIR", "")
     assert launch.key_cache_by_sources(tmp_path) != first
-    code = "import numba, netspec.kernels.launch; print(numba.config.CACHE_DIR)"
+    code = "import numba, netspec.kernels.cpu.launch; print(numba.config.CACHE_DIR)"
     env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path / "mine")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.strip()
@@ -669,10 +669,10 @@ def test_wide_vectors_on_avx512_unless_the_user_chose_features():
     import sys
 
     import llvmlite.binding as ll
-    from netspec.kernels import launch  # noqa: F401 - applies the setting on import
+    from netspec.kernels.cpu import launch  # noqa: F401 - applies the setting on import
     wide = bool(ll.get_host_cpu_features().get("avx512f"))
     assert (numba.config.CPU_FEATURES or "").endswith(",-prefer-256-bit") == wide
-    code = ("import numba, netspec.kernels.launch as l; "
+    code = ("import numba, netspec.kernels.cpu.launch as l; "
             "print(l.prefer_wide_vectors(), numba.config.CPU_FEATURES)")
     env = {**__import__("os").environ, "NUMBA_CPU_FEATURES": "+sse2"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,

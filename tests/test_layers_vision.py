@@ -80,7 +80,7 @@ def test_convolution_gradients_at_test_phase(extra, shape):
 @pytest.fixture
 def small_pieces(monkeypatch):
     """Cut even a small batch into pieces of 2 images (the path big batches take)."""
-    from netspec.kernels import workers
+    from netspec.kernels.cpu import workers
     monkeypatch.setattr(workers, "MIN_COLUMNS", 1)
     monkeypatch.setattr(workers, "MIN_ELEMENTS", 1)
     monkeypatch.setattr(workers, "MAX_PIECES", 3)
@@ -94,7 +94,7 @@ def test_convolution_gradients_in_pieces(small_pieces, extra, phase):
     """A batch of 5 cut into pieces of 2, 2 and 1 images: the weight gradient is the sum of
     the pieces' terms, and every piece does its own im2col, GEMM and col2im."""
     layer, _, _ = run(CONV.format(m=4, extra=extra), np.zeros((5, 4, 5, 5)))
-    assert layer.piece == 2
+    assert layer.plan.piece == 2
     assert_gradients(CONV.format(m=4, extra=extra),
                      np.random.default_rng(0).normal(size=(5, 4, 5, 5)), phase=phase)
 
@@ -103,10 +103,11 @@ def test_convolution_gradients_in_pieces(small_pieces, extra, phase):
 def test_convolution_gradients_in_chunks_of_pieces(small_pieces, monkeypatch, phase):
     """A column buffer too small for the batch: chunks of whole pieces, one after another
     (the second chunk must not reuse columns the first one wrote over)."""
+    from netspec.kernels.cpu import conv as cpu_conv
     from netspec.layers import vision
-    monkeypatch.setattr(vision, "COL_ELEMENTS", 3 * 4 * 9 * 25)
+    monkeypatch.setattr(cpu_conv, "COL_ELEMENTS", 3 * 4 * 9 * 25)
     layer, _, _ = run(CONV.format(m=4, extra="kernel_size: 3 pad: 1"), np.zeros((5, 4, 5, 5)))
-    assert (layer.chunk, layer.piece) == (2, 2)
+    assert (layer.plan.chunk, layer.plan.piece) == (2, 2)
     assert_gradients(CONV.format(m=4, extra="kernel_size: 3 pad: 1"),
                      np.random.default_rng(0).normal(size=(5, 4, 5, 5)), phase=phase)
 
@@ -115,7 +116,7 @@ def test_convolution_pieces_give_the_same_bits_on_any_thread_count(small_pieces)
     """Pieces are cut by shape, not by threads, and their terms summed in order: training
     in pieces on one thread or on every core gives bit-identical weights."""
     import netspec
-    from netspec.kernels import workers
+    from netspec.kernels.cpu import workers
     x = np.random.default_rng(5).normal(size=(7, 3, 6, 6))
     results = []
     for threads in (1, 4):
@@ -138,17 +139,18 @@ def test_convolution_pieces_give_the_same_bits_on_any_thread_count(small_pieces)
 def test_training_row_layout_matches_columns(small_pieces, monkeypatch, extra, shape):
     """Training convolutions with few filters keep im2row's rows (ROWS): the same forward and
     gradients as Caffe's column layout, in pieces, grouped, strided and dilated."""
+    from netspec.kernels.cpu import conv as cpu_conv
     from netspec.layers import vision
     x = np.random.default_rng(3).normal(size=shape).astype(np.float32)
     results = []
     for rows in (True, False):
-        monkeypatch.setattr(vision, "ROWS", rows)
+        monkeypatch.setattr(cpu_conv, "ROWS", rows)
         spec = make_layer(CONV.format(m=4, extra=extra)).spec
         layer = vision.Convolution(spec, 0, np.float32, np.random.default_rng(0))
         bottom, top = [Blob(shape, np.float32)], [Blob((), np.float32)]
         bottom[0].data[...] = x
         layer.setup(bottom, top)
-        assert layer.row_layout == rows
+        assert layer.plan.row_layout == rows
         layer.forward(bottom, top)
         top[0].diff[...] = np.random.default_rng(4).normal(size=top[0].shape)
         layer.blobs[0].diff[...] = 1
@@ -162,10 +164,11 @@ def test_training_row_layout_matches_columns(small_pieces, monkeypatch, extra, s
 @pytest.fixture
 def direct_everywhere(monkeypatch):
     """Let the direct kernels take every pass their tiles fit (not only the fast ones)."""
+    from netspec.kernels.cpu import conv as cpu_conv
     from netspec.layers import vision
-    monkeypatch.setattr(vision, "DIRECT_MIN_RUN", 0)
-    monkeypatch.setattr(vision, "DIRECT_MAX_WASTE", float("inf"))
-    monkeypatch.setattr(vision, "DIRECT_MIN_PLANE", 0)
+    monkeypatch.setattr(cpu_conv, "DIRECT_MIN_RUN", 0)
+    monkeypatch.setattr(cpu_conv, "DIRECT_MAX_WASTE", float("inf"))
+    monkeypatch.setattr(cpu_conv, "DIRECT_MIN_PLANE", 0)
 
 
 DIRECT_CASES = [  # (m, extra, shape, which passes run direct: forward, input grad, weight grad)
@@ -189,7 +192,7 @@ def test_convolution_gradients_direct(direct_everywhere, m, extra, shape, passes
     """The direct kernels (no im2col): forward, input and weight gradients against numeric
     differentiation, with the passes they do not fit left to im2col + GEMM."""
     layer, _, _ = run(CONV.format(m=m, extra=extra), np.zeros(shape), phase=phase)
-    assert (layer.direct_forward, layer.direct_input_grad, layer.direct_weight_grad) == passes
+    assert (layer.plan.direct_forward, layer.plan.direct_input_grad, layer.plan.direct_weight_grad) == passes
     assert_gradients(CONV.format(m=m, extra=extra),
                      np.random.default_rng(0).normal(size=shape), phase=phase)
 
@@ -216,8 +219,8 @@ def test_convolution_gradients_planes(m, extra, shape, phase):
     """The planes kernel's forward against numeric differentiation; in training only beside
     a direct weight gradient (else im2col's columns serve both passes)."""
     layer, _, _ = run(CONV.format(m=m, extra=extra), np.zeros(shape), phase=phase)
-    assert not layer.direct_forward
-    assert layer.plane_forward == (phase == 1 or layer.direct_weight_grad)
+    assert not layer.plan.direct_forward
+    assert layer.plan.plane_forward == (phase == 1 or layer.plan.direct_weight_grad)
     assert_gradients(CONV.format(m=m, extra=extra),
                      np.random.default_rng(0).normal(size=shape), phase=phase)
 
@@ -249,7 +252,7 @@ def test_convolution_weight_gradient_windows(direct_everywhere, monkeypatch, m, 
     """The windows kernel's weight gradient against numeric differentiation and against
     im2col + GEMM (float32, added to what the diff held, the same bits on 1 and 2 threads)."""
     layer, _, _ = run(CONV.format(m=m, extra=extra), np.zeros(shape), phase=0)
-    assert layer.window_weight_grad and not layer.direct_weight_grad
+    assert layer.plan.window_weight_grad and not layer.plan.direct_weight_grad
     assert_gradients(CONV.format(m=m, extra=extra),
                      np.random.default_rng(0).normal(size=shape), phase=0)
     assert_direct_matches_columns(monkeypatch, m, extra, shape)
@@ -268,7 +271,7 @@ def test_convolution_input_gradient_scattered(monkeypatch, m, extra, shape):
     """input_grad_windows against numeric differentiation and against im2col + GEMM (float32,
     the same bits on 1 and 2 threads)."""
     layer, _, _ = run(CONV.format(m=m, extra=extra), np.zeros(shape), phase=0)
-    assert layer.scatter_input_grad and not layer.direct_input_grad
+    assert layer.plan.scatter_input_grad and not layer.plan.direct_input_grad
     assert_gradients(CONV.format(m=m, extra=extra),
                      np.random.default_rng(0).normal(size=shape), phase=0)
     assert_direct_matches_columns(monkeypatch, m, extra, shape)
@@ -279,8 +282,8 @@ def test_weight_gradient_windows_only_where_they_pay():
     than DIRECT_MAX_FILTERS filters a group (GEMM's), keep the other paths."""
     few, _, _ = run(CONV.format(m=8, extra="kernel_size: 5 pad: 2"), np.zeros((1, 3, 12, 12)))
     many, _, _ = run(CONV.format(m=65, extra="kernel_size: 3 pad: 1"), np.zeros((1, 22, 4, 5)))
-    assert not few.window_weight_grad and few.direct_weight_grad
-    assert not many.window_weight_grad
+    assert not few.plan.window_weight_grad and few.plan.direct_weight_grad
+    assert not many.plan.window_weight_grad
 
 
 @pytest.mark.parametrize("phase", [0, 1])
@@ -289,7 +292,7 @@ def test_convolution_gradients_windows(direct_everywhere, m, extra, shape, passe
     """The windows kernel (output positions as vectors, 6 filters a tile) where it fits:
     forward and input gradient against numeric differentiation."""
     layer, _, _ = run(CONV.format(m=m, extra=extra), np.zeros(shape), phase=phase)
-    assert (layer.window_forward, layer.window_input_grad) == passes
+    assert (layer.plan.window_forward, layer.plan.window_input_grad) == passes
     assert_gradients(CONV.format(m=m, extra=extra),
                      np.random.default_rng(0).normal(size=shape), phase=phase)
 
@@ -302,11 +305,12 @@ def test_convolution_windows_match_columns(direct_everywhere, monkeypatch, m, ex
 
 def assert_direct_matches_columns(monkeypatch, m, extra, shape):
     import netspec
+    from netspec.kernels.cpu import conv as cpu_conv
     from netspec.layers import vision
     x = np.random.default_rng(3).normal(size=shape).astype(np.float32)
     results = {}
     for path, threads in (("columns", 2), ("direct", 1), ("direct", 2)):
-        monkeypatch.setattr(vision, "DIRECT", path == "direct")
+        monkeypatch.setattr(cpu_conv, "DIRECT", path == "direct")
         netspec.set_threads(threads)
         spec = make_layer(CONV.format(m=m, extra=extra)).spec
         layer = vision.Convolution(spec, 0, np.float32, np.random.default_rng(0))
@@ -547,14 +551,15 @@ def winograd_layer(monkeypatch, m, extra, shape, dtype, tile=2, one_piece=False)
     """A Convolution that runs no backward (inference), by Winograd F(tile x tile, 3x3) (0:
     im2col); small thresholds and pieces so these shapes take it, in several chunks and pieces
     (or each chunk as one piece, its products cut instead)."""
-    from netspec.kernels import workers
+    from netspec.kernels.cpu import workers
+    from netspec.kernels.cpu import conv as cpu_conv
     from netspec.layers import vision
-    monkeypatch.setattr(vision, "WINOGRAD", tile > 0)
-    monkeypatch.setattr(vision, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(vision, "WINOGRAD_MIN_TILES", 1)
-    monkeypatch.setattr(vision, "WINOGRAD_4X4_MIN", 1 if tile == 4 else 1 << 30)
-    monkeypatch.setattr(vision, "WINOGRAD_ONE_PIECE_TILES", 1 << 30 if one_piece else 0)
-    monkeypatch.setattr(vision, "COL_ELEMENTS", 9 * shape[1] * 81 * 2)  # chunks of ~2 images
+    monkeypatch.setattr(cpu_conv, "WINOGRAD", tile > 0)
+    monkeypatch.setattr(cpu_conv, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(cpu_conv, "WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr(cpu_conv, "WINOGRAD_4X4_MIN", 1 if tile == 4 else 1 << 30)
+    monkeypatch.setattr(cpu_conv, "WINOGRAD_ONE_PIECE_TILES", 1 << 30 if one_piece else 0)
+    monkeypatch.setattr(cpu_conv, "COL_ELEMENTS", 9 * shape[1] * 81 * 2)  # chunks of ~2 images
     monkeypatch.setattr(workers, "MIN_COLUMNS", 1)
     monkeypatch.setattr(workers, "MIN_ELEMENTS", 1)
     spec = make_layer(CONV.format(m=m, extra=extra)).spec
@@ -563,7 +568,7 @@ def winograd_layer(monkeypatch, m, extra, shape, dtype, tile=2, one_piece=False)
     bottom, top = [Blob(shape, dtype)], [Blob((), dtype)]
     bottom[0].data[...] = np.random.default_rng(3).normal(size=shape)
     layer.setup(bottom, top)
-    assert layer.winograd_tile == tile
+    assert layer.plan.winograd_tile == tile
     return layer, bottom, top
 
 
@@ -594,7 +599,7 @@ def test_winograd_forward_matches_columns(monkeypatch, m, extra, shape, tile, on
 def test_winograd_only_where_no_backward_runs(monkeypatch):
     """A layer that runs backward keeps im2col's forward (its columns serve the weight
     gradient), so training numerics are untouched."""
-    from netspec.kernels import winograd
+    from netspec.kernels.cpu import winograd
     layer, bottom, top = winograd_layer(monkeypatch, *WINOGRAD_CASES[0], np.float64)
     layer.runs_backward = True
 

@@ -15,6 +15,7 @@ runs (im2col of a 5x5 kernel ran 2-4x slower that way)."""
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 from numba import prange, uint64 as u
@@ -24,6 +25,7 @@ from .direct import (add_weight_grad, add_weight_grad_windows, conv_planes,  # n
                      to_rows)
 from .gemm import (add_linear_weight_grad, linear, linear_input_grad,  # noqa: F401
                    matmul_add)
+from .. import absent, workspace
 from .launch import by_filter_width, kernel, serial
 from .sums import sum_run
 from .winograd import kernels_for_tile as winograd_kernels  # noqa: F401
@@ -1041,3 +1043,56 @@ def adam_step(g, m, v, rate, beta1, beta2, correction, eps):
         m[i] = beta1 * m[i] + (1 - beta1) * g[i]
         v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i]
         g[i] = rate * correction * m[i] / (math.sqrt(v[i]) + eps)
+
+
+# -- the vision layers' device surface (layers/vision.py): a plan per layer and input shape,
+# made at reshape, then passes that take the arrays; the strategy lives in conv.py ----------
+from . import conv as _conv  # noqa: E402 - after the kernels it runs
+
+_this = sys.modules[__name__]
+
+
+def conv_plan(p, x_shape, out_hw, phase: int, in_place: bool, dtype):
+    """How this machine runs a Convolution of inputs `x_shape` (p: its ConvolutionView)."""
+    return _conv.ConvPlan(_this, p, x_shape, out_hw, phase, in_place, dtype)
+
+
+def deconv_plan(p, x_shape, out_hw, phase: int, in_place: bool, dtype):
+    return _conv.DeconvPlan(_this, p, x_shape, out_hw, phase, in_place, dtype)
+
+
+def conv_forward(plan, x, w, b, y, relu_slope=None, inference: bool = False):
+    """y = conv(x, w) + b (b None: no bias), then leaky ReLU when relu_slope is not None;
+    `inference`: nothing runs backward through it (Winograd may take the pass)."""
+    plan.bind(w, b)
+    plan.relu_slope = relu_slope
+    try:
+        plan.forward(_this, x, y, inference)
+    finally:
+        plan.relu_slope = None
+
+
+def conv_backward(plan, x, w, dy, dx, dw, db):
+    """dw += dL/dw, db += dL/db (None: no bias), dx = dL/dx (None: not wanted)."""
+    plan.bind(w, None, dw, db)
+    plan.backward(_this, x, dy, dx)
+
+
+deconv_forward, deconv_backward = conv_forward, conv_backward
+
+
+def im2col_forward(x, geometry, y):
+    """y (N, C kh kw, oh, ow) = the patches of x (N, C, H, W); geometry as im2col's."""
+    n = x.shape[0]
+    rows, plane = y.shape[1], y.shape[2] * y.shape[3]
+    col = workspace("im2col", rows * n * plane, x.dtype).reshape(rows, n * plane)
+    im2col(x, *geometry, col)
+    cols_to_images(col, absent(x.dtype), y.reshape(n, rows, plane))
+
+
+def im2col_backward(dy, geometry, dx):
+    n = dy.shape[0]
+    rows, plane = dy.shape[1], dy.shape[2] * dy.shape[3]
+    col = workspace("im2col", rows * n * plane, dy.dtype).reshape(rows, n * plane)
+    images_to_cols(dy.reshape(n, rows, plane), col)
+    col2im(col, *geometry, dx)
