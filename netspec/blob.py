@@ -8,6 +8,7 @@ from contextvars import ContextVar
 
 import numpy as np
 
+from .device import on_device, placement
 from .proto import netspec_pb2 as pb
 
 
@@ -31,18 +32,41 @@ def is_shapes_only() -> bool:
     return _shapes_only.get()
 
 
-def buffer(shape, dtype) -> np.ndarray:
-    """A zeroed array for a blob or a layer's own working memory; in shapes_only(), a
-    read-only view of one zero with that shape (no memory)."""
+def buffer(shape, dtype):
+    """A zeroed array for a blob or a layer's own working memory: numpy, or a tensor on the
+    device a layer runs on (device.running_on); in shapes_only(), a read-only view of one zero
+    with that shape (no memory)."""
     shape = tuple(int(s) for s in shape)
     if _shapes_only.get():
         return np.broadcast_to(np.zeros((), dtype=dtype), shape)
     check_fits(shape, dtype)
+    device = on_device.get()
+    if device is not None:
+        return device_zeros(shape, dtype, device)
     return np.zeros(shape, dtype=dtype)
+
+
+def device_zeros(shape, dtype, device):
+    import torch
+    return torch.zeros(shape, dtype=torch_dtype(dtype), device=device.torch)
+
+
+def torch_dtype(dtype):
+    import torch
+    return {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
+            np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64,
+            np.dtype(bool): torch.bool, np.dtype(np.uint8): torch.uint8,
+            np.dtype(np.float16): torch.float16}[np.dtype(dtype)]
 
 
 class Blob:
     __slots__ = ("data", "diff")
+
+    def __new__(cls, shape=(), dtype=np.float32):
+        # a blob made while a torch-device net is built or run keeps a device copy too
+        if cls is Blob and placement.get() is not None:
+            return object.__new__(DeviceBlob)
+        return object.__new__(cls)
 
     def __init__(self, shape=(), dtype=np.float32):
         self.data = buffer(shape, dtype)
@@ -93,6 +117,103 @@ class Blob:
 
     def __repr__(self) -> str:
         return f"Blob(shape={self.shape}, dtype={self.dtype})"
+
+
+class DeviceBlob(Blob):
+    """Caffe's SyncedMemory: a host copy (numpy) and a device copy (a torch tensor), each made
+    when first asked for and synced lazily. Inside a device pass (device.running_on, the net
+    running a device layer) `data` / `diff` give the device copy; anywhere else (pycaffe code,
+    data and Python layers, snapshots) the host copy. Either access makes that side the current
+    one, as Caffe's mutable_cpu_data / mutable_gpu_data do: the other side is copied over only
+    when it is next asked for, and only if it changed."""
+    __slots__ = ("device", "_shape", "_dtype", "_host", "_dev", "_head")
+
+    def __init__(self, shape=(), dtype=np.float32, device=None):
+        self.device = device if device is not None else placement.get()
+        self._dtype = np.dtype(dtype)
+        self._set_shape(tuple(int(s) for s in shape))
+
+    def _set_shape(self, shape):
+        check_fits(shape, self._dtype)
+        self._shape = shape
+        self._host, self._dev = [None, None], [None, None]
+        self._head = [None, None]  # "host", "device", or None: both zero (not yet made)
+
+    def _side(self, k: int):
+        device = on_device.get()
+        if device is None:
+            return self._host_side(k)
+        arr = self._dev[k]
+        if arr is None:
+            arr = self._dev[k] = device_zeros(self._shape, self._dtype, self.device)
+            if self._head[k] == "host":
+                arr.copy_(_as_tensor(self._host[k]))
+        elif self._head[k] == "host":
+            arr.copy_(_as_tensor(self._host[k]), non_blocking=True)
+        self._head[k] = "device"
+        return arr
+
+    def _host_side(self, k: int):
+        arr = self._host[k]
+        if _shapes_only.get() and arr is None:
+            return buffer(self._shape, self._dtype)
+        if arr is None:
+            arr = self._host[k] = np.zeros(self._shape, self._dtype)
+            if self._head[k] == "device":
+                _as_tensor(arr).copy_(self._dev[k])
+        elif self._head[k] == "device":
+            _as_tensor(arr).copy_(self._dev[k])
+        self._head[k] = "host"
+        return arr
+
+    def _assign(self, k: int, value) -> None:
+        """`blob.data = array` (Split sharing, user code): the given side becomes current."""
+        if tuple(value.shape) != self._shape:
+            self._set_shape(tuple(value.shape))
+        if isinstance(value, np.ndarray):
+            self._host[k], self._head[k] = value, "host"
+        else:
+            self._dev[k], self._head[k] = value, "device"
+
+    data = property(lambda self: self._side(0), lambda self, v: self._assign(0, v))
+    diff = property(lambda self: self._side(1), lambda self, v: self._assign(1, v))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def count(self) -> int:
+        return math.prod(self._shape)
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    def reshape(self, *shape) -> None:
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = shape[0]
+        shape = tuple(int(s) for s in shape)
+        if any(s < 0 for s in shape):
+            raise ValueError(f"negative dimension in blob shape {shape}")
+        if shape != self._shape:
+            self._set_shape(shape)
+
+    def will_overwrite(self) -> None:
+        """The next host write replaces all of `data` (a data layer's batch): the device copy
+        is not fetched first."""
+        if self._head[0] == "device":
+            if self._host[0] is None:
+                self._host[0] = np.zeros(self._shape, self._dtype)
+            self._head[0] = "host"
+
+    def __repr__(self) -> str:
+        return f"Blob(shape={self.shape}, dtype={self.dtype}, device={self.device})"
+
+
+def _as_tensor(array: np.ndarray):
+    import torch
+    return torch.from_numpy(array)
 
 
 def check_fits(shape: tuple, dtype) -> None:

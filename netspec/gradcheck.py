@@ -82,11 +82,12 @@ def check_layer(layer: Layer, bottom: list[Blob], top: list[Blob], *, step: floa
             if skip[k]:
                 continue
             orig = flat[k]
-            flat[k] = orig + step
+            # through blob.data each time: on a device the host copy becomes the current one
+            blob.data.reshape(-1)[k] = orig + step
             plus = objective()
-            flat[k] = orig - step
+            blob.data.reshape(-1)[k] = orig - step
             minus = objective()
-            flat[k] = orig
+            blob.data.reshape(-1)[k] = orig
             nflat[k] = (plus - minus) / (2 * step)
         g = grad.reshape(-1).copy()
         g[skip] = 0

@@ -8,6 +8,7 @@ import numpy as np
 
 from .blob import Blob, proto_array
 from .compat import default_rng
+from .device import placed, resolve, running_on
 from . import fusion
 from .errors import DataError, SpecError, WeightsError
 from .graph import filter_net, insert_splits
@@ -34,12 +35,14 @@ class ParamInfo:
 class Net:
     """A network built from a spec, as pycaffe's caffe.Net.
 
-    Net(model, phase, weights=None, *, stages=(), level=0, dtype=np.float32, rng=None)
-    also accepts pycaffe's older Net(model, weights, phase). `model` is a file, prototxt text or
-    a NetParameter."""
+    Net(model, phase, weights=None, *, stages=(), level=0, dtype=np.float32, rng=None,
+    device=None) also accepts pycaffe's older Net(model, weights, phase). `model` is a file,
+    prototxt text or a NetParameter; `device` a name ("cpu", "cuda:0", "mps", "torch-cpu"),
+    Caffe's GPU number, or None for the process's mode (set_mode_gpu / set_device)."""
 
     def __init__(self, model, phase=None, weights=None, *, stages=(), level: int = 0,
-                 dtype=np.float32, rng: np.random.Generator | None = None, seed: int | None = None):
+                 dtype=np.float32, rng: np.random.Generator | None = None, seed: int | None = None,
+                 device=None):
         if isinstance(phase, (str, os.PathLike)):  # pycaffe's Net(model, weights, phase)
             phase, weights = weights, phase
         self.phase = TEST if phase is None else int(phase)
@@ -47,6 +50,9 @@ class Net:
             raise ValueError(f"phase must be netspec.TRAIN or netspec.TEST, got {phase!r}")
         self.dtype = np.dtype(dtype)
         self.rng = rng if rng is not None else default_rng(seed)
+        #: where the net runs (device.Device); layers without a device implementation run on
+        #: the host beside it, as Caffe's Forward_gpu falls back to Forward_cpu
+        self.device = resolve(device)
         param, self.source = read_net(model)
         if param.layers:
             logger.warning("%s uses Caffe's deprecated V1/V0 layer format: upgraded on load "
@@ -66,7 +72,8 @@ class Net:
         self.param = param
         #: called with each layer's index after its backward (parallel.py sends gradients)
         self.after_backward = None
-        self._build(param)
+        with placed(self.device):
+            self._build(param)
         if weights is not None:
             self.copy_from(weights)
             if self.weights_missing:
@@ -91,6 +98,7 @@ class Net:
         self.loss_weights: list[list[float]] = []
         self.inputs: list[str] = []
         self._reshaped_for: list[tuple] = []  # per layer: its bottoms' shapes at its last reshape
+        self._where: list = []  # per layer: the device it runs on, None for the host
         consumed: set[str] = set()
         blob_needs_backward: dict[str, bool] = {}
         self._bottom_need_backward: list[list[bool]] = []
@@ -134,10 +142,14 @@ class Net:
             if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
                 raise self._error(i, f"propagate_down has {len(lp.propagate_down)} values for "
                                      f"{len(lp.bottom)} bottoms", "propagate_down")
-            if lp.type == "Split":
-                layer.share = all(rewritten.get(name, -1) < i for name in (*lp.bottom, *lp.top))
+            if lp.type == "Split":  # on a device, each top keeps its own copies
+                layer.share = not self.device.is_torch and all(
+                    rewritten.get(name, -1) < i for name in (*lp.bottom, *lp.top))
+            self._where.append(self.device if self.device.is_torch and layer.runs_on_device
+                               else None)
             try:
-                layer.setup(bottoms, tops)
+                with running_on(self._where[-1]):
+                    layer.setup(bottoms, tops)
             except LayerSetupError as e:
                 raise self._error(i, str(e), e.field) from None
             except DataError as e:
@@ -203,7 +215,7 @@ class Net:
                 blob_needs_backward[name] = need_backward and not cls.is_data
 
             self.layers.append(layer)
-            self._reshaped_for.append(tuple(b.data.shape for b in bottoms))
+            self._reshaped_for.append(tuple(b.shape for b in bottoms))
             self.bottom_ids.append(bottoms)
             self.top_ids.append(tops)
             self.layer_bottoms.append(list(lp.bottom))
@@ -221,7 +233,8 @@ class Net:
                     for j, nb in enumerate(self._bottom_need_backward[i])]
         for layer, needed in zip(self.layers, self._layer_need_backward):
             layer.runs_backward = needed
-        self._fused = fusion.plan(self)
+        self._fused = {i: chain for i, chain in fusion.plan(self).items()
+                       if all(self._where[j] == self._where[i] for j in chain)}
         self.outputs = sorted(n for n in self.blobs if n not in consumed)  # Caffe: alphabetical
         self.layer_dict = OrderedDict((l.name, l) for l in self.layers)
 
@@ -272,6 +285,8 @@ class Net:
         As Caffe's Layer::Forward, a layer is reshaped first when its bottoms changed shape
         (an input blob reshaped, or a layer upstream that made a new shape); Python layers
         are reshaped before every forward, as Caffe does for every layer."""
+        if self.device.is_torch:
+            return self._forward_on_device(start, end)
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
         ran_to = -1  # the last follower a fused head ran (netspec/fusion.py)
@@ -294,9 +309,42 @@ class Net:
                     loss += w * float(top.data.sum())
         return loss
 
+    def _forward_on_device(self, start: int, end: int | None):
+        """forward_layers on a torch device: each layer in its place (device, or the host for
+        data, Python and other host-only layers), the blobs synced between them as they are
+        asked for. The loss stays on the device (a 0-d tensor): nothing waits for the device
+        until the log or a test needs a number."""
+        end = len(self.layers) - 1 if end is None else end
+        loss = 0.0
+        ran_to = -1
+        for i in range(start, end + 1):
+            layer, bottoms, tops = self.layers[i], self.bottom_ids[i], self.top_ids[i]
+            where = self._where[i]
+            if layer.is_data:
+                for top in tops:  # a new batch replaces the old: nothing to fetch first
+                    top.will_overwrite()
+            try:
+                with running_on(where):
+                    self._reshape_if_needed(i)
+                    if i <= ran_to:
+                        continue
+                    chain = self._fused.get(i, ())
+                    if chain and chain[-1] <= end and layer.forward_fused(
+                            bottoms, tops, [self.layers[j] for j in chain]):
+                        ran_to = chain[-1]
+                        continue
+                    layer.forward(bottoms, tops)
+            except LayerSetupError as e:
+                raise self._error(i, str(e), e.field) from None
+            for w, top in zip(self.loss_weights[i], tops):
+                if w:
+                    with running_on(self.device):
+                        loss = loss + w * top.data.sum()
+        return loss
+
     def _reshape_if_needed(self, i: int) -> None:
         layer, bottoms = self.layers[i], self.bottom_ids[i]
-        shapes = tuple(b.data.shape for b in bottoms)
+        shapes = tuple(b.shape for b in bottoms)
         if shapes != self._reshaped_for[i] or layer.type == "Python":
             layer.reshape(bottoms, self.top_ids[i])
             self._reshaped_for[i] = shapes
@@ -306,17 +354,19 @@ class Net:
         """Run backward from layer `start` down to `end` (inclusive). Loss tops get their loss
         weight as diff first; `top_diffs` (blob name -> array) are set after that."""
         start = len(self.layers) - 1 if start is None else start
-        for i in range(start, end - 1, -1):
-            for w, top in zip(self.loss_weights[i], self.top_ids[i]):
-                if w:
-                    top.diff[...] = w
+        with running_on(self.device):
+            for i in range(start, end - 1, -1):
+                for w, top in zip(self.loss_weights[i], self.top_ids[i]):
+                    if w:
+                        top.diff[...] = w
         for name, value in (top_diffs or {}).items():
             self.blobs[name].diff[...] = value
         for i in range(start, end - 1, -1):
             if self._layer_need_backward[i]:
-                self.layers[i].backward(self.top_ids[i], self._bottom_need_backward[i],
-                                        self.bottom_ids[i])
-            if self.after_backward is not None:
+                with running_on(self._where[i]):
+                    self.layers[i].backward(self.top_ids[i], self._bottom_need_backward[i],
+                                            self.bottom_ids[i])
+            if self.after_backward is not None:  # (MPI: host arrays, staged through the host)
                 self.after_backward(i)
 
     def forward(self, blobs=None, start=None, end=None, **inputs) -> dict[str, np.ndarray]:
@@ -396,7 +446,8 @@ class Net:
     def reshape(self) -> None:
         """Propagate new input shapes through every layer (after changing an Input blob)."""
         for i, layer in enumerate(self.layers):
-            layer.reshape(self.bottom_ids[i], self.top_ids[i])
+            with running_on(self._where[i]):
+                layer.reshape(self.bottom_ids[i], self.top_ids[i])
 
     @property
     def top_names(self) -> OrderedDict[str, list[str]]:
@@ -422,8 +473,9 @@ class Net:
         targets[0].reset(data, labels)
 
     def clear_param_diffs(self) -> None:
-        for p in self.learnable_params:
-            p.blob.diff[...] = 0
+        with running_on(self.device):
+            for p in self.learnable_params:
+                p.blob.diff[...] = 0
 
     # -- weights -------------------------------------------------------------------------------
     def share_with(self, other: "Net") -> None:
@@ -539,7 +591,7 @@ class Net:
 
     def __repr__(self) -> str:
         return f"<Net '{self.name}' phase={'TRAIN' if self.phase == TRAIN else 'TEST'} " \
-               f"{len(self.layers)} layers>"
+               f"{len(self.layers)} layers on {self.device}>"
 
 
 def _unique(names: list[str]) -> list[str]:

@@ -22,12 +22,12 @@ needs_caffe_models = pytest.mark.skipif(
 MNIST_DIR = ROOT / "data" / "mnist"
 
 
-def make_layer(text: str, phase: int = 0, seed: int = 0):
+def make_layer(text: str, phase: int = 0, seed: int = 0, dtype=np.float64):
     lp = parse_text(text, pb.LayerParameter(name="under_test"))
     if not lp.name:
         lp.name = "under_test"
     cls = get_layer_class(lp.type)
-    return cls(lp, phase, np.float64, np.random.default_rng(seed))
+    return cls(lp, phase, dtype, np.random.default_rng(seed))
 
 
 def blobs(*arrays) -> list[Blob]:

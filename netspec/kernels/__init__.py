@@ -1,27 +1,33 @@
 """Kernels: HOW the hot loops run, one place per device (DESIGN.md "Devices and kernels").
 
 Layers state WHAT they compute and call `kernels_for(array)` for the loops numpy cannot run at
-memory speed; `cpu` holds the numba versions, and a GPU module will stand beside it with the
-same function names. numba is imported on first use, so commands that run no net never pay
-for it."""
+memory speed; `cpu` holds the numba versions (and every CPU strategy), `torch` the same names
+run by PyTorch's operators on any torch device. numba and torch are imported on first use, so
+commands that run no net never pay for them, and a CPU-only user never imports torch."""
 from __future__ import annotations
 
 import functools
 
 import numpy as np
 
-_cpu = None
+_cpu = _torch = None
 
 
-def kernels_for(x: np.ndarray):
-    """The kernel module for the device that holds x (numpy arrays: the CPU kernels)."""
-    global _cpu
-    if _cpu is None:
-        from ..threads import configure_once
-        from . import cpu
-        configure_once()
-        _cpu = cpu
-    return _cpu
+def kernels_for(x):
+    """The kernel module for the device that holds x: numpy arrays the CPU kernels, torch
+    tensors (any torch device) the torch module."""
+    global _cpu, _torch
+    if isinstance(x, np.ndarray):
+        if _cpu is None:
+            from ..threads import configure_once
+            from . import cpu
+            configure_once()
+            _cpu = cpu
+        return _cpu
+    if _torch is None:
+        from . import torch as torch_kernels
+        _torch = torch_kernels
+    return _torch
 
 
 _workspaces: dict = {}
@@ -50,14 +56,21 @@ def planes(name: str, count: int, size: int, dtype) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def absent(dtype) -> np.ndarray:
+def absent(dtype) -> np.ndarray | None:
     """An empty per-channel term ("no bias", "nothing to subtract") for the kernels that take
-    one, in the caller's dtype (so numba compiles no mixed-type variant for it)."""
-    return np.zeros(0, dtype=dtype)
+    one, in the caller's dtype (so numba compiles no mixed-type variant for it); None for a
+    torch dtype (the torch module takes None as "none")."""
+    try:
+        return np.zeros(0, dtype=np.dtype(dtype))
+    except TypeError:
+        return None
 
 
-def flat(a: np.ndarray) -> np.ndarray:
-    """A 1-d view of a C-contiguous array (kernels write through it, so never a copy)."""
-    if not a.flags.c_contiguous:
-        raise ValueError("kernel arrays must be C-contiguous")
-    return a.reshape(-1)
+def flat(a):
+    """A 1-d view of a C-contiguous array or tensor (kernels write through it, so never a
+    copy)."""
+    if isinstance(a, np.ndarray):
+        if not a.flags.c_contiguous:
+            raise ValueError("kernel arrays must be C-contiguous")
+        return a.reshape(-1)
+    return a.view(-1)

@@ -11,6 +11,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..blob import Blob, is_shapes_only
+from ..device import running_on
 from ..fillers import fill
 from ..kernels import flat
 from ..params import ParamView, build_view
@@ -59,11 +60,15 @@ class Layer:
     #: False when the net will never run this layer's backward (a deploy net): forward then
     #: skips saving what only backward reads (copies of in-place inputs)
     runs_backward: bool = True
+    #: True where the layer's code is device-neutral (kernels_for and array-API operations):
+    #: in a net on a torch device it runs there; else it runs on the host beside it, its
+    #: blobs synced to and fro (Caffe's Forward_gpu falling back to Forward_cpu)
+    runs_on_device: ClassVar[bool] = False
 
-    def keep_for_backward(self, array: np.ndarray, in_place: bool) -> np.ndarray:
+    def keep_for_backward(self, array, in_place: bool):
         """`array` as backward will need it: a copy if an in-place forward is about to
         overwrite it and backward will run."""
-        return array.copy() if in_place and self.runs_backward else array
+        return copy_of(array) if in_place and self.runs_backward else array
 
     def __init__(self, spec: pb.LayerParameter, phase: int = 0, dtype=np.float32,
                  rng: np.random.Generator | None = None):
@@ -119,7 +124,8 @@ class Layer:
             self.blobs.append(blob)
             return blob
         try:
-            fill(blob.data, filler, self.rng)
+            with running_on(None):  # fillers draw on the host, from the layer's generator
+                fill(blob.data, filler, self.rng)
         except ValueError as e:
             raise LayerSetupError(str(e)) from None
         self.blobs.append(blob)
@@ -141,6 +147,18 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"<{self.type} layer '{self.name}'>"
+
+
+def xp_of(*arrays):
+    """The array namespace of the arrays (numpy's or torch's, array-API compatible): layer
+    code written against it runs on every device."""
+    from array_api_compat import array_namespace
+    return array_namespace(*arrays)
+
+
+def copy_of(array):
+    """A copy of a numpy array or a torch tensor."""
+    return array.copy() if isinstance(array, np.ndarray) else array.clone()
 
 
 def canonical_axis(axis: int, num_axes: int, what: str = "axis") -> int:

@@ -9,7 +9,7 @@ from ..kernels import kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
-from .base import Layer, LayerSetupError, RectifiesOutput, canonical_axis
+from .base import Layer, LayerSetupError, RectifiesOutput, canonical_axis, xp_of
 
 
 class InnerProductView(ParamView):
@@ -27,6 +27,7 @@ class InnerProduct(RectifiesOutput, Layer):
     with transpose. Backward: dW += dy^T x, db += sum dy, dx = dy W (seed 001's three GEMMs)."""
     param_field = "inner_product_param"
     Params = InnerProductView
+    runs_on_device = True
     summary = "fully connected layer: num_output, axis, bias_term, transpose"
 
     def layer_setup(self, bottom, top):
@@ -61,7 +62,7 @@ class InnerProduct(RectifiesOutput, Layer):
         y = top[0].data.reshape(x.shape[0], self.p.num_output)
         kernels = kernels_for(y)
         if self.p.transpose:
-            np.matmul(x, self._w(), out=y)
+            kernels.matmul(x, self._w(), y)
         else:
             kernels.linear(self.blobs[0].data, x, y)
         if self.p.bias_term:
@@ -79,7 +80,7 @@ class InnerProduct(RectifiesOutput, Layer):
         if self.p.bias_term:
             kernels.add_channel_sums(dy[:, :, None], self.blobs[1].diff)
         if propagate_down[0] and self.p.transpose:
-            np.matmul(dy, self._w().T, out=bottom[0].diff.reshape(x.shape))
+            kernels.matmul(dy, self._w().T, bottom[0].diff.reshape(x.shape))
         elif propagate_down[0]:
             kernels.linear_input_grad(dy, self.blobs[0].data, bottom[0].diff.reshape(x.shape))
 
@@ -88,9 +89,9 @@ class SoftmaxView(ParamView):
     axis: int = 1
 
 
-def softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
+def softmax(x, axis: int, out=None):
     """exp(x - max) / sum along `axis`, into `out` (a new array if None)."""
-    out = np.empty_like(x) if out is None else out
+    out = xp_of(x).empty_like(x) if out is None else out
     shape = (int(np.prod(x.shape[:axis])), x.shape[axis], -1)
     kernels_for(x).softmax(x.reshape(shape), out.reshape(shape))
     return out
@@ -101,6 +102,7 @@ class Softmax(Layer):
     """exp(x) / sum exp(x) along `axis`; backward dx = y (dy - sum(dy y))."""
     param_field = "softmax_param"
     Params = SoftmaxView
+    runs_on_device = True
     summary = "softmax along axis"
 
     def reshape(self, bottom, top):
@@ -113,7 +115,8 @@ class Softmax(Layer):
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             y, dy = top[0].data, top[0].diff
-            bottom[0].diff[...] = y * (dy - (dy * y).sum(axis=self.axis, keepdims=True))
+            total = xp_of(y).sum(dy * y, axis=self.axis, keepdims=True)
+            bottom[0].diff[...] = y * (dy - total)
 
 
 @register_layer("Split")
@@ -122,6 +125,7 @@ class Split(Layer):
     The tops share the bottom's memory, as Caffe's do, unless the net found a consumer that
     rewrites one of them in place (`share`, set by the net): then each top is a copy."""
     tops = (1, None)
+    runs_on_device = True
     summary = "one blob to several consumers (gradients summed); inserted automatically"
     share = False
 
@@ -149,8 +153,13 @@ class Split(Layer):
             return
         dx = bottom[0].diff  # only top 0 can be the bottom itself (in place): read first
         if len(top) == 1:
-            np.copyto(dx, top[0].diff)
-        else:  # the tops' diffs summed in order, straight into the bottom's
+            dx[...] = top[0].diff
+        elif isinstance(dx, np.ndarray):  # the tops' diffs summed in order, into the bottom's
             np.add(top[0].diff, top[1].diff, out=dx)
             for t in top[2:]:
                 dx += t.diff
+        else:
+            total = top[0].diff + top[1].diff
+            for t in top[2:]:
+                total = total + t.diff
+            dx[...] = total

@@ -8,7 +8,8 @@ from ..kernels import kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
-from .base import Layer, LayerSetupError, canonical_axis
+from .base import Layer, LayerSetupError, canonical_axis, xp_of
+from .normalization import xp_device
 from .common import softmax
 
 FLT_MIN = np.float32(np.finfo(np.float32).tiny)  # Caffe clamps p at FLT_MIN: loss <= 87.3365
@@ -70,13 +71,30 @@ def class_labels(bottom, outer: int, inner: int, axis: int, ignore_label: int | 
     """bottom[1]'s labels as (outer, inner) ints (0 where ignored) and the mask of those that
     count; a label outside [0, classes) is an error, not an index that wraps around."""
     labels = bottom[1].data.reshape(outer, inner)
-    as_int = np.nan_to_num(labels, nan=-1, posinf=-1, neginf=-1).astype(np.int64)
-    valid = np.ones(as_int.shape, dtype=bool) if ignore_label is None else as_int != ignore_label
+    xp = xp_of(labels)
+    finite = xp.isfinite(labels)
+    as_int = xp.astype(xp.where(finite, labels, xp.full_like(labels, -1)), xp.int64)
+    valid = xp.ones(as_int.shape, dtype=xp.bool, device=xp_device(labels)) \
+        if ignore_label is None else as_int != ignore_label
     classes = bottom[0].shape[axis]
-    bad = valid & ((as_int < 0) | (as_int >= classes) | ~np.isfinite(labels))
-    if bad.any():
-        raise LayerSetupError(out_of_range(labels[bad][0], classes))
-    return np.where(valid, as_int, 0), valid
+    bad = valid & ((as_int < 0) | (as_int >= classes) | ~finite)
+    if bool(xp.any(bad)):
+        raise LayerSetupError(out_of_range(float(labels[bad][0]), classes))
+    return xp.where(valid, as_int, xp.zeros_like(as_int)), valid
+
+
+def valid_normaliser(mode: str, outer: int, inner: int, valid):
+    """normaliser() whose VALID count stays an array (on a device: no read to the host)."""
+    if mode != "VALID" or isinstance(valid, np.ndarray):  # (the host: a Python float)
+        return normaliser(mode, outer, inner, int(valid.sum()) if mode == "VALID" else 0)
+    xp = xp_of(valid)
+    return xp.clip(xp.astype(xp.sum(valid), xp.float64), min=1.0)
+
+
+def first(diff):
+    """The value of a loss top's diff (its loss weight); on a device a 0-d tensor, never read
+    to the host."""
+    return diff.flat[0] if isinstance(diff, np.ndarray) else diff.reshape(-1)[0]
 
 
 def out_of_range(label, classes: int) -> str:
@@ -93,6 +111,7 @@ class SoftmaxWithLoss(Layer):
     bottoms = (2, 2)
     tops = (1, 2)
     is_loss = True
+    runs_on_device = True
     summary = "softmax + multinomial logistic loss; ignore_label, normalization"
 
     def allow_force_backward(self, bottom_index):
@@ -109,27 +128,29 @@ class SoftmaxWithLoss(Layer):
     def _labels(self, bottom):
         return class_labels(bottom, self.outer, self.inner, self.axis, self.p.ignore_label)
 
-    def _normaliser(self, valid_count):
-        return normaliser(self.p.normalization, self.outer, self.inner, valid_count)
+    def _normaliser(self, valid):
+        return valid_normaliser(self.p.normalization, self.outer, self.inner, valid)
 
     def forward(self, bottom, top):
         x = bottom[0].data
+        xp = xp_of(x)
         shape = (self.outer, x.shape[self.axis], self.inner)
-        prob = np.empty_like(x)
+        prob = xp.empty_like(x)
         self.prob = prob.reshape(shape)
         labels = bottom[1].data.reshape(self.outer, self.inner)
-        as_int = np.empty(labels.shape, np.int64)
-        valid = np.empty(labels.shape, bool)
-        picked = np.empty(labels.shape, x.dtype)
+        where = xp_device(x)
+        as_int = xp.empty(labels.shape, dtype=xp.int64, device=where)
+        valid = xp.empty(labels.shape, dtype=xp.bool, device=where)
+        picked = xp.empty(labels.shape, dtype=x.dtype, device=where)
         ignore = self.p.ignore_label
         bad = kernels_for(x).softmax_labels(x.reshape(shape), labels, ignore or 0,
                                             ignore is not None, self.prob, picked, as_int, valid)
-        if bad < labels.size:
-            raise LayerSetupError(out_of_range(labels.flat[bad], shape[1]))
-        losses = -np.log(np.maximum(picked, FLT_MIN))
+        if bad < labels.shape[0] * labels.shape[1]:
+            raise LayerSetupError(out_of_range(float(labels.reshape(-1)[bad]), shape[1]))
+        losses = -xp.log(xp.clip(picked, min=float(FLT_MIN)))
         self.labels, self.valid = as_int, valid  # for backward (bottom[1] is not changed)
-        self.norm = self._normaliser(int(valid.sum()))
-        top[0].data[...] = (losses * valid).sum() / self.norm
+        self.norm = self._normaliser(valid)
+        top[0].data[...] = xp.sum(xp.where(valid, losses, xp.zeros_like(losses))) / self.norm
         if len(top) > 1:
             top[1].data[...] = prob
 
@@ -137,15 +158,14 @@ class SoftmaxWithLoss(Layer):
         if not propagate_down[0]:
             return
         labels, valid = self.labels, self.valid
-        scale = top[0].diff.flat[0] / self.norm
+        xp = xp_of(self.prob)
+        scale = first(top[0].diff) / self.norm
         # (p - onehot) * valid * scale, each element rounded as in that order
-        grad = bottom[0].diff.reshape(self.prob.shape)
-        np.multiply(self.prob, scale, out=grad)
-        at = labels[:, None, :]
-        np.put_along_axis(grad, at, (np.take_along_axis(self.prob, at, axis=1) - 1) * scale,
-                          axis=1)
-        if not valid.all():
-            grad *= valid[:, None, :]
+        classes = xp.arange(self.prob.shape[1], device=xp_device(self.prob))[None, :, None]
+        onehot = xp.astype(classes == labels[:, None, :], self.prob.dtype)
+        grad = (self.prob - onehot) * scale
+        bottom[0].diff[...] = (grad * xp.astype(valid[:, None, :], grad.dtype)).reshape(
+            bottom[0].shape)
 
 
 class AccuracyView(ParamView):
@@ -169,6 +189,7 @@ class Accuracy(Layer):
     Params = AccuracyView
     bottoms = (2, 2)
     tops = (1, 2)
+    runs_on_device = True
     summary = "top_k classification accuracy (TEST-time metric); ignore_label; per-class top"
 
     def allow_force_backward(self, bottom_index):
@@ -187,18 +208,24 @@ class Accuracy(Layer):
 
     def forward(self, bottom, top):
         scores = bottom[0].data.reshape(self.outer, -1, self.inner)
+        xp = xp_of(scores)
         safe, valid = class_labels(bottom, self.outer, self.inner, self.axis, self.p.ignore_label)
-        true_score = np.take_along_axis(scores, safe[:, None, :], axis=1)
-        better = (scores >= true_score).sum(axis=1) - 1  # the true class itself is not "better"
+        true_score = xp.take_along_axis(scores, safe[:, None, :], axis=1)
+        better = xp.sum(xp.astype(scores >= true_score, xp.int64), axis=1) - 1  # not itself
         correct = (better < self.p.top_k) & valid
-        count = int(valid.sum())
-        top[0].data[...] = correct.sum() / count if count else 0.0
+        top[0].data[...] = ratio(xp, xp.sum(xp.astype(correct, xp.float64)),
+                                 xp.sum(xp.astype(valid, xp.float64)))
         if len(top) > 1:
-            classes = scores.shape[1]
-            per_class = np.bincount(safe[valid], minlength=classes)
-            hits = np.bincount(safe[correct], minlength=classes)
-            top[1].data[...] = np.divide(hits, per_class, out=np.zeros(classes),
-                                         where=per_class > 0)
+            classes = xp.arange(scores.shape[1], device=xp_device(scores))
+            of_class = safe[..., None] == classes  # (outer, inner, classes)
+            per_class = xp.sum(xp.astype(of_class & valid[..., None], xp.float64), axis=(0, 1))
+            hits = xp.sum(xp.astype(of_class & correct[..., None], xp.float64), axis=(0, 1))
+            top[1].data[...] = ratio(xp, hits, per_class)
+
+
+def ratio(xp, a, b):
+    """a / b where b > 0, else 0 (element-wise, no division by zero)."""
+    return xp.where(b > 0, a / xp.where(b > 0, b, xp.ones_like(b)), xp.zeros_like(a))
 
 
 class LossView(ParamView):
@@ -219,6 +246,7 @@ class PairLoss(Layer):
     """Two same-count bottoms (prediction, target) and a scalar loss."""
     bottoms = (2, 2)
     is_loss = True
+    runs_on_device = True
 
     def reshape(self, bottom, top):
         if bottom[0].count != bottom[1].count:
@@ -237,10 +265,10 @@ class EuclideanLoss(PairLoss):
 
     def forward(self, bottom, top):
         self.d = bottom[0].data - bottom[1].data.reshape(bottom[0].shape)
-        top[0].data[...] = (self.d * self.d).sum() / (2 * self.n)
+        top[0].data[...] = xp_of(self.d).sum(self.d * self.d) / (2 * self.n)
 
     def backward(self, top, propagate_down, bottom):
-        scale = top[0].diff.flat[0] / self.n
+        scale = first(top[0].diff) / self.n
         for sign, b, down in zip((1, -1), bottom, propagate_down):
             if down:
                 b.diff[...] = (sign * scale * self.d).reshape(b.shape)
@@ -259,19 +287,22 @@ class SigmoidCrossEntropyLoss(PairLoss):
 
     def forward(self, bottom, top):
         x = bottom[0].data
+        xp = xp_of(x)
         t = bottom[1].data.reshape(x.shape)
-        valid = np.ones(x.shape, bool) if self.p.ignore_label is None else t != self.p.ignore_label
-        losses = np.logaddexp(0, x) - x * t  # = -(t log s + (1 - t) log(1 - s))
-        self.valid, self.sig = valid, 0.5 * (1 + np.tanh(0.5 * x))
+        valid = xp.ones(x.shape, dtype=xp.bool, device=xp_device(x)) \
+            if self.p.ignore_label is None else t != self.p.ignore_label
+        losses = xp.logaddexp(xp.zeros_like(x), x) - x * t  # -(t log s + (1 - t) log(1 - s))
+        self.valid = xp.astype(valid, x.dtype)
+        self.sig = 0.5 * (1 + xp.tanh(0.5 * x))
         outer = x.shape[0] if x.shape else 1
-        self.norm = normaliser(self.p.normalization, outer, x.size // max(outer, 1),
-                               int(valid.sum()))
-        top[0].data[...] = (losses * valid).sum() / self.norm
+        self.norm = valid_normaliser(self.p.normalization, outer, bottom[0].count //
+                                     max(outer, 1), valid)
+        top[0].data[...] = xp.sum(losses * self.valid) / self.norm
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             t = bottom[1].data.reshape(bottom[0].shape)
-            scale = top[0].diff.flat[0] / self.norm
+            scale = first(top[0].diff) / self.norm
             bottom[0].diff[...] = (self.sig - t) * self.valid * scale
 
 
@@ -287,6 +318,7 @@ class HingeLoss(Layer):
     Params = HingeView
     bottoms = (2, 2)
     is_loss = True
+    runs_on_device = True
     summary = "one-vs-all hinge loss, L1 or L2"
 
     def allow_force_backward(self, bottom_index):
@@ -302,19 +334,26 @@ class HingeLoss(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(bottom[0].shape[0], -1)
-        sign = np.ones_like(x)
-        sign[np.arange(len(x)), bottom[1].data.ravel().astype(np.int64)] = -1
-        self.sign = sign
-        self.margin = np.maximum(0, 1 + sign * x)
+        xp = xp_of(x)
+        self.sign = 1 - 2 * xp.astype(label_onehot(xp, bottom[1].data, x), x.dtype)
+        self.margin = xp.clip(1 + self.sign * x, min=0)
         m = self.margin if self.p.norm == "L1" else self.margin ** 2
-        top[0].data[...] = m.sum() / self.n
+        top[0].data[...] = xp.sum(m) / self.n
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        scale = top[0].diff.flat[0] / self.n
-        grad = (self.margin > 0) if self.p.norm == "L1" else 2 * self.margin
+        scale = first(top[0].diff) / self.n
+        xp = xp_of(self.margin)
+        grad = xp.astype(self.margin > 0, self.margin.dtype) if self.p.norm == "L1" \
+            else 2 * self.margin
         bottom[0].diff[...] = (grad * self.sign * scale).reshape(bottom[0].shape)
+
+
+def label_onehot(xp, labels, scores):
+    """(N, K) booleans: True at each item's label (labels: N values, scores: (N, K))."""
+    classes = xp.arange(scores.shape[1], device=xp_device(scores))
+    return xp.astype(labels.reshape(-1), xp.int64)[:, None] == classes[None, :]
 
 
 LOG_THRESHOLD = 1e-20  # Caffe's kLOG_THRESHOLD
@@ -325,6 +364,7 @@ class MultinomialLogisticLoss(Layer):
     """-sum log(max(p[label], 1e-20)) / N for probabilities p (N, K); gradient -1/p there."""
     bottoms = (2, 2)
     is_loss = True
+    runs_on_device = True
     summary = "-log(probability of the label), for inputs that are already probabilities"
 
     def allow_force_backward(self, bottom_index):
@@ -339,14 +379,17 @@ class MultinomialLogisticLoss(Layer):
 
     def forward(self, bottom, top):
         p = bottom[0].data.reshape(bottom[0].shape[0], -1)
-        self.idx = (np.arange(len(p)), bottom[1].data.ravel().astype(np.int64))
-        self.picked = np.maximum(p[self.idx], LOG_THRESHOLD)
-        top[0].data[...] = -np.log(self.picked).sum() / self.n
+        xp = xp_of(p)
+        self.onehot = label_onehot(xp, bottom[1].data, p)
+        picked = xp.sum(xp.where(self.onehot, p, xp.zeros_like(p)), axis=1, keepdims=True)
+        self.picked = xp.clip(picked, min=LOG_THRESHOLD)
+        top[0].data[...] = -xp.sum(xp.log(self.picked)) / self.n
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            grad = np.zeros((bottom[0].shape[0], bottom[0].count // bottom[0].shape[0]))
-            grad[self.idx] = -top[0].diff.flat[0] / self.picked / self.n
+            xp = xp_of(self.picked)
+            value = -first(top[0].diff) / self.picked / self.n
+            grad = xp.where(self.onehot, value, xp.zeros_like(value))
             bottom[0].diff[...] = grad.reshape(bottom[0].shape)
 
 
@@ -370,6 +413,7 @@ class InfogainLoss(SoftmaxWithLoss):
     Params = InfogainView
     bottoms = (2, 3)
     tops = (1, 2)
+    runs_on_device = True
     summary = "softmax loss weighted by an infogain matrix H"
 
     def allow_force_backward(self, bottom_index):
@@ -386,20 +430,26 @@ class InfogainLoss(SoftmaxWithLoss):
             self.h = proto_array(read_binary(self.p.source, pb.BlobProto()), np.float64)
 
     def _matrix(self, bottom, k):
-        h = (bottom[2].data if len(bottom) > 2 else self.h).reshape(-1)
-        if h.size != k * k:
-            raise LayerSetupError(f"H must be {k} x {k}, it holds {h.size} values")
+        if len(bottom) > 2:
+            h = bottom[2].data.reshape(-1)
+        else:  # the file's H, where the scores are
+            x = bottom[0].data
+            h = xp_of(x).asarray(self.h.reshape(-1), dtype=x.dtype, device=xp_device(x))
+        if h.shape[0] != k * k:
+            raise LayerSetupError(f"H must be {k} x {k}, it holds {h.shape[0]} values")
         return h.reshape(k, k)
 
     def forward(self, bottom, top):
         k = bottom[0].shape[self.axis]
         prob = softmax(bottom[0].data, self.axis)
+        xp = xp_of(prob)
         self.prob = prob.reshape(self.outer, k, self.inner)
         labels, valid = self._labels(bottom)
         hrows = self._matrix(bottom, k)[labels]  # (outer, inner, k)
-        logp = np.log(np.maximum(self.prob, LOG_THRESHOLD)).transpose(0, 2, 1)
-        self.norm = self._normaliser(int(valid.sum()))
-        top[0].data[...] = -(hrows * logp * valid[..., None]).sum() / self.norm
+        logp = xp.permute_dims(xp.log(xp.clip(self.prob, min=LOG_THRESHOLD)), (0, 2, 1))
+        self.norm = self._normaliser(valid)
+        top[0].data[...] = -xp.sum(hrows * logp * xp.astype(valid[..., None], logp.dtype)) \
+            / self.norm
         if len(top) > 1:
             top[1].data[...] = prob
 
@@ -408,9 +458,11 @@ class InfogainLoss(SoftmaxWithLoss):
             return
         k = bottom[0].shape[self.axis]
         labels, valid = self._labels(bottom)
-        hrows = self._matrix(bottom, k)[labels].transpose(0, 2, 1)  # (outer, k, inner)
-        grad = self.prob * hrows.sum(axis=1, keepdims=True) - hrows
-        grad *= valid[:, None, :] * (top[0].diff.flat[0] / self.norm)
+        xp = xp_of(self.prob)
+        hrows = xp.permute_dims(self._matrix(bottom, k)[labels], (0, 2, 1))  # (outer, k, inner)
+        grad = self.prob * xp.sum(hrows, axis=1, keepdims=True) - hrows
+        grad = grad * (xp.astype(valid[:, None, :], grad.dtype) * (first(top[0].diff) /
+                                                                   self.norm))
         bottom[0].diff[...] = grad.reshape(bottom[0].shape)
 
 
@@ -427,6 +479,7 @@ class ContrastiveLoss(Layer):
     Params = ContrastiveView
     bottoms = (3, 3)
     is_loss = True
+    runs_on_device = True
     summary = "contrastive loss for siamese pairs (margin, legacy_version)"
 
     def allow_force_backward(self, bottom_index):
@@ -442,24 +495,26 @@ class ContrastiveLoss(Layer):
     def forward(self, bottom, top):
         n = bottom[0].shape[0]
         self.diff = (bottom[0].data - bottom[1].data).reshape(n, -1)
-        self.dist_sq = (self.diff ** 2).sum(axis=1)
-        self.sim = bottom[2].data.ravel() != 0
+        xp = xp_of(self.diff)
+        self.dist_sq = xp.sum(self.diff ** 2, axis=1)
+        self.sim = bottom[2].data.reshape(-1) != 0
         m = self.p.margin
         if self.p.legacy_version:
-            dissimilar = np.maximum(m - self.dist_sq, 0)
+            dissimilar = xp.clip(m - self.dist_sq, min=0)
         else:
-            dissimilar = np.maximum(m - np.sqrt(self.dist_sq), 0) ** 2
-        top[0].data[...] = np.where(self.sim, self.dist_sq, dissimilar).sum() / (2 * self.n)
+            dissimilar = xp.clip(m - xp.sqrt(self.dist_sq), min=0) ** 2
+        top[0].data[...] = xp.sum(xp.where(self.sim, self.dist_sq, dissimilar)) / (2 * self.n)
 
     def backward(self, top, propagate_down, bottom):
-        scale = top[0].diff.flat[0] / self.n
+        scale = first(top[0].diff) / self.n
         m = self.p.margin
+        xp = xp_of(self.dist_sq)
         if self.p.legacy_version:
-            coef = -(m - self.dist_sq > 0).astype(float)
+            coef = -xp.astype(m - self.dist_sq > 0, self.dist_sq.dtype)
         else:
-            dist = np.sqrt(self.dist_sq)
-            coef = -np.maximum(m - dist, 0) / (dist + 1e-4)  # Caffe's epsilon: off by ~1e-4
-        coef = np.where(self.sim, 1.0, coef)[:, None]
+            dist = xp.sqrt(self.dist_sq)
+            coef = -xp.clip(m - dist, min=0) / (dist + 1e-4)  # Caffe's epsilon: off by ~1e-4
+        coef = xp.where(self.sim, xp.ones_like(coef), coef)[:, None]
         for sign, b, down in zip((1, -1), bottom[:2], propagate_down[:2]):
             if down:
                 b.diff[...] = (sign * scale * coef * self.diff).reshape(b.shape)

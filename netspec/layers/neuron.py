@@ -10,11 +10,12 @@ from ..kernels import flat, kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
-from .base import Layer, LayerSetupError
+from .base import Layer, LayerSetupError, xp_of
 
 
 class Neuron(Layer):
     """One bottom, one top of the same shape."""
+    runs_on_device = True
 
     def reshape(self, bottom, top):
         top[0].reshape(bottom[0].shape)
@@ -125,7 +126,7 @@ class Dropout(Neuron):
     def forward(self, bottom, top):
         x = bottom[0].data
         if self.phase == 0:  # TRAIN: one uniform draw per value
-            kernels_for(x).dropout(flat(x), self.rng.random(x.size), self.p.dropout_ratio,
+            kernels_for(x).dropout(flat(x), self.rng.random(bottom[0].count), self.p.dropout_ratio,
                                    self.scale, flat(top[0].data), flat(self.mask))
         else:
             top[0].data[...] = x
@@ -168,16 +169,17 @@ class PReLU(Neuron):
 
     def forward(self, bottom, top):
         x = self.keep_input(bottom, top)
-        top[0].data[...] = np.where(x > 0, x, x * self._slope(x))
+        top[0].data[...] = xp_of(x).where(x > 0, x, x * self._slope(x))
 
     def backward(self, top, propagate_down, bottom):
         x, dy = self.x, top[0].diff
+        xp = xp_of(x)
         negative = x <= 0
-        grad_a = dy * x * negative
+        grad_a = xp.where(negative, dy * x, xp.zeros_like(x))
         axes = tuple(i for i in range(x.ndim) if i != 1 or self.blobs[0].data.ndim == 0)
-        self.blobs[0].diff += grad_a.sum(axis=axes)
+        self.blobs[0].diff[...] += xp.sum(grad_a, axis=axes)
         if propagate_down[0]:
-            bottom[0].diff[...] = dy * np.where(negative, self._slope(x), 1.0)
+            bottom[0].diff[...] = dy * xp.where(negative, self._slope(x), xp.ones_like(x))
 
 
 class ELUView(ParamView):
@@ -209,11 +211,11 @@ class AbsVal(Neuron):
 
     def forward(self, bottom, top):
         x = self.keep_input(bottom, top)
-        top[0].data[...] = np.abs(x)
+        top[0].data[...] = xp_of(x).abs(x)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            bottom[0].diff[...] = top[0].diff * np.sign(self.x)
+            bottom[0].diff[...] = top[0].diff * xp_of(self.x).sign(self.x)
 
 
 class PowerView(ParamView):
@@ -266,7 +268,8 @@ class Exp(Neuron):
 
     def forward(self, bottom, top):
         p = self.p
-        top[0].data[...] = np.exp(p.log_base * (p.shift + p.scale * bottom[0].data))
+        x = bottom[0].data
+        top[0].data[...] = xp_of(x).exp(p.log_base * (p.shift + p.scale * x))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
@@ -283,7 +286,7 @@ class Log(Neuron):
     def forward(self, bottom, top):
         x = self.keep_input(bottom, top)
         p = self.p
-        top[0].data[...] = np.log(p.shift + p.scale * x) / p.log_base
+        top[0].data[...] = xp_of(x).log(p.shift + p.scale * x) / p.log_base
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
@@ -304,7 +307,8 @@ class Threshold(Neuron):
     summary = "step function: 1 where x > threshold, else 0"
 
     def forward(self, bottom, top):
-        top[0].data[...] = bottom[0].data > self.p.threshold
+        x = bottom[0].data
+        top[0].data[...] = xp_of(x).astype(x > self.p.threshold, x.dtype)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
@@ -334,8 +338,9 @@ class Clip(Neuron):
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        self.inside = (x >= self.p.min) & (x <= self.p.max)
-        top[0].data[...] = np.clip(x, self.p.min, self.p.max)
+        xp = xp_of(x)
+        self.inside = xp.astype((x >= self.p.min) & (x <= self.p.max), x.dtype)
+        top[0].data[...] = xp.clip(x, self.p.min, self.p.max)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:

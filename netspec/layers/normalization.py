@@ -9,7 +9,7 @@ from ..kernels import absent, kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
-from .base import Layer, LayerSetupError, canonical_axis
+from .base import Layer, LayerSetupError, canonical_axis, copy_of, xp_of
 
 
 def _channel_view(v: np.ndarray, ndim: int) -> np.ndarray:
@@ -42,6 +42,7 @@ class BatchNorm(Layer):
     param_field = "batch_norm_param"
     Params = BatchNormView
     statistics_blobs = True
+    runs_on_device = True
     summary = "normalise per channel by batch or stored statistics (Caffe's 3 blobs)"
 
     def layer_setup(self, bottom, top):
@@ -63,27 +64,30 @@ class BatchNorm(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data
         nd = x.ndim
+        xp = xp_of(x)
         kernels = kernels_for(x)
         if self.global_stats:
             mean, var = self._stored_stats()
         else:
-            mean, var = np.empty((2, x.shape[1] if nd > 1 else 1), dtype=x.dtype)
+            stats = xp.empty((2, x.shape[1] if nd > 1 else 1), dtype=x.dtype, device=xp_device(x))
+            mean, var = stats[0], stats[1]
             kernels.channel_mean_var(self._by_channel(x), mean, var)
-            m = x.size // x.shape[1]
+            m = bottom[0].count // x.shape[1]
             f = self.p.moving_average_fraction
             self.blobs[2].data[...] = self.blobs[2].data * f + 1
             self.blobs[0].data[...] = self.blobs[0].data * f + mean
             self.blobs[1].data[...] = self.blobs[1].data * f + var * (m / max(m - 1, 1))
-        self.inv_std = _channel_view(1.0 / np.sqrt(var + self.p.eps), nd)
+        self.inv_std = _channel_view(1.0 / xp.sqrt(var + self.p.eps), nd)
         y = top[0].data
-        kernels.channel_affine(self._by_channel(x), mean.astype(x.dtype, copy=False),
+        kernels.channel_affine(self._by_channel(x), xp.astype(mean, x.dtype),
                                self.inv_std.reshape(-1), absent(x.dtype), self._by_channel(y))
         if not self.global_stats:  # only batch statistics need the output in backward
             self.y = self.keep_for_backward(y, top[0] is bottom[0])
 
     def _stored_stats(self):
-        s = self.blobs[2].data[0]
-        factor = 0.0 if s == 0 else 1.0 / s
+        s = self.blobs[2].data[:1]  # (an array: on a device, no read to the host)
+        xp = xp_of(s)
+        factor = xp.where(s == 0, xp.zeros_like(s), 1.0 / xp.where(s == 0, xp.ones_like(s), s))
         return self.blobs[0].data * factor, self.blobs[1].data * factor
 
     absorbs = ("Scale", "ReLU")
@@ -97,11 +101,12 @@ class BatchNorm(Layer):
         if not self.global_stats or x.ndim < 2 or (scale and not scale.per_channel(x)):
             return False
         mean, var = self._stored_stats()
-        self.inv_std = _channel_view(1.0 / np.sqrt(var + self.p.eps), x.ndim)
+        xp = xp_of(x)
+        self.inv_std = _channel_view(1.0 / xp.sqrt(var + self.p.eps), x.ndim)
         none = absent(x.dtype)
         factor, shift = scale.channel_terms() if scale else (none, none)
         kernels_for(x).channel_affine_twice(
-            self._by_channel(x), mean.astype(x.dtype, copy=False), self.inv_std.reshape(-1),
+            self._by_channel(x), xp.astype(mean, x.dtype), self.inv_std.reshape(-1),
             factor, shift, relu is not None, relu.p.negative_slope if relu else 0.0,
             self._by_channel(top[0].data))
         return True
@@ -129,6 +134,7 @@ class ScaleBiasView(ParamView):
 class _Broadcast(Layer):
     """y = x (op) p where p (a learned blob, or bottom 1) covers axes [axis, axis + n) of x."""
     bottoms = (1, 2)
+    runs_on_device = True
     default_filler = pb.FillerParameter(type="constant", value=1.0)
 
     def _span(self, bottom):
@@ -170,7 +176,7 @@ class _Broadcast(Layer):
             if propagate_down[1]:
                 bottom[1].diff[...] = reduced.reshape(bottom[1].shape)
         else:
-            self.blobs[0].diff += reduced.reshape(self.blobs[0].shape)
+            self.blobs[0].diff[...] += reduced.reshape(self.blobs[0].shape)
 
 
 @register_layer("Bias")
@@ -213,7 +219,7 @@ class Scale(_Broadcast):
             kernels_for(x).channel_affine(self.x.reshape(by_channel), absent(x.dtype),
                                           *self.channel_terms(bottom), y.reshape(by_channel))
             return
-        np.multiply(self.x, scale, out=y)
+        y[...] = self.x * scale
         if self.p.bias_term:
             y += self.blobs[-1].data.reshape(self.bshape)
 
@@ -231,7 +237,8 @@ class Scale(_Broadcast):
         dy = top[0].diff
         if self.p.bias_term:
             bias = self.blobs[-1]
-            bias.diff += (dy.sum(axis=self.sum_axes) if self.sum_axes else dy).reshape(bias.shape)
+            bias.diff[...] += (dy.sum(axis=self.sum_axes) if self.sum_axes
+                               else dy).reshape(bias.shape)
         scale = self.operand(bottom)[1]
         self.add_operand_grad(bottom, propagate_down, dy * self.x)
         if propagate_down[0]:
@@ -250,6 +257,7 @@ class MVN(Layer):
     normalize_variance, divide by (std + eps) as Caffe does (eps outside the square root)."""
     param_field = "mvn_param"
     Params = MVNView
+    runs_on_device = True
     summary = "mean (and variance) normalisation per item (and channel)"
 
     def reshape(self, bottom, top):
@@ -259,10 +267,11 @@ class MVN(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        d = x - x.mean(axis=self.axes, keepdims=True)
+        xp = xp_of(x)
+        d = x - xp.mean(x, axis=self.axes, keepdims=True)
         self.d = d
         if self.p.normalize_variance:
-            self.std = np.sqrt((d * d).mean(axis=self.axes, keepdims=True))
+            self.std = xp.sqrt(xp.mean(d * d, axis=self.axes, keepdims=True))
             d = d / (self.std + self.p.eps)
         top[0].data[...] = d
 
@@ -270,12 +279,14 @@ class MVN(Layer):
         if not propagate_down[0]:
             return
         g = top[0].diff
-        dx = g - g.mean(axis=self.axes, keepdims=True)
+        xp = xp_of(g)
+        dx = g - xp.mean(g, axis=self.axes, keepdims=True)
         if self.p.normalize_variance:
             s, d = self.std, self.d
             den = s + self.p.eps
-            mean_gd = (g * d).mean(axis=self.axes, keepdims=True)
-            dx = dx / den - d * mean_gd / (den * den * np.maximum(s, np.finfo(s.dtype).tiny))
+            mean_gd = xp.mean(g * d, axis=self.axes, keepdims=True)
+            dx = dx / den - d * mean_gd / (den * den * xp.clip(
+                s, min=xp.finfo(s.dtype).smallest_normal))
         bottom[0].diff[...] = dx
 
 
@@ -291,6 +302,20 @@ class LRNView(ParamView):
         if self.local_size % 2 == 0:
             raise ValueError(f"local_size must be odd. Received: local_size={self.local_size}")
         return self
+
+
+def xp_device(x):
+    from array_api_compat import device
+    return device(x)
+
+
+def zero_padded(xp, v, axis: int, before: int, after: int):
+    """v with `before` and `after` zeros along `axis` (np.pad, for any array namespace)."""
+    def zeros(k):
+        shape = list(v.shape)
+        shape[axis] = k
+        return xp.zeros(tuple(shape), dtype=v.dtype, device=xp_device(v))
+    return xp.concat([zeros(before), v, zeros(after)], axis=axis)
 
 
 def clipped_extent(size: int, kernel: int, pad: int) -> np.ndarray:
@@ -309,6 +334,7 @@ class LRN(Layer):
                      average divides by n^2 (Caffe builds it from AVE pooling; k is unused)."""
     param_field = "lrn_param"
     Params = LRNView
+    runs_on_device = True
     summary = "local response normalisation, ACROSS_CHANNELS or WITHIN_CHANNEL"
 
     def reshape(self, bottom, top):
@@ -319,13 +345,17 @@ class LRN(Layer):
         if self.p.norm_region == "WITHIN_CHANNEL":
             n, (_, _, h, w) = self.p.local_size, bottom[0].shape
             pad = (n - 1) // 2
-            self.area = np.outer(clipped_extent(h, n, pad), clipped_extent(w, n, pad))
+            x = bottom[0].data
+            self.area = xp_of(x).asarray(
+                np.outer(clipped_extent(h, n, pad), clipped_extent(w, n, pad)),
+                dtype=x.dtype, device=xp_device(x))
 
     def _window_sum(self, v):
         """Sum over the n x n window around each position (WITHIN_CHANNEL), zero-padded."""
         n, half = self.p.local_size, (self.p.local_size - 1) // 2
-        c = np.pad(v, ((0, 0), (0, 0), (half + 1, half), (half + 1, half)))
-        c = np.cumsum(np.cumsum(c, axis=2), axis=3)
+        xp = xp_of(v)
+        c = zero_padded(xp, zero_padded(xp, v, 2, half + 1, half), 3, half + 1, half)
+        c = xp.cumulative_sum(xp.cumulative_sum(c, axis=2), axis=3)
         return c[:, :, n:, n:] - c[:, :, :-n, n:] - c[:, :, n:, :-n] + c[:, :, :-n, :-n]
 
     def _channels(self, a):
@@ -333,7 +363,7 @@ class LRN(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        self.x = x.copy() if top[0] is bottom[0] else x  # forward itself reads neighbours
+        self.x = copy_of(x) if top[0] is bottom[0] else x  # forward itself reads neighbours
         p = self.p
         if p.norm_region == "ACROSS_CHANNELS":
             kernels_for(x).lrn_across(self._channels(self.x), p.local_size, p.alpha / p.local_size,

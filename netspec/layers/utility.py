@@ -9,7 +9,12 @@ from ..kernels import flat, kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
-from .base import Layer, LayerSetupError, canonical_axis
+from .base import Layer, LayerSetupError, canonical_axis, xp_of
+
+
+def along(axis: int, lo: int, hi: int) -> tuple:
+    """The index of [lo, hi) along `axis`."""
+    return (slice(None),) * axis + (slice(lo, hi),)
 
 
 class FlattenView(ParamView):
@@ -22,6 +27,7 @@ class Flatten(Layer):
     """Merge axes axis..end_axis into one."""
     param_field = "flatten_param"
     Params = FlattenView
+    runs_on_device = True
     summary = "merge axes axis..end_axis into one"
 
     def reshape(self, bottom, top):
@@ -95,6 +101,7 @@ class Concat(Layer):
     param_field = "concat_param"
     Params = ConcatView
     bottoms = (1, None)
+    runs_on_device = True
     summary = "join bottoms along axis"
 
     def reshape(self, bottom, top):
@@ -111,13 +118,15 @@ class Concat(Layer):
         top[0].reshape(shape)
 
     def forward(self, bottom, top):
-        top[0].data[...] = np.concatenate([b.data for b in bottom], axis=self.axis)
+        y = top[0].data
+        for b, lo, hi in zip(bottom, self.bounds[:-1], self.bounds[1:]):
+            y[along(self.axis, int(lo), int(hi))] = b.data
 
     def backward(self, top, propagate_down, bottom):
-        pieces = np.split(top[0].diff, self.bounds[1:-1], axis=self.axis)
-        for b, piece, down in zip(bottom, pieces, propagate_down):
+        dy = top[0].diff
+        for b, lo, hi, down in zip(bottom, self.bounds[:-1], self.bounds[1:], propagate_down):
             if down:
-                b.diff[...] = piece
+                b.diff[...] = dy[along(self.axis, int(lo), int(hi))]
 
 
 class SliceView(ParamView):
@@ -132,6 +141,7 @@ class Slice(Layer):
     param_field = "slice_param"
     Params = SliceView
     tops = (1, None)
+    runs_on_device = True
     summary = "cut along axis at slice_point (or equally)"
 
     def reshape(self, bottom, top):
@@ -157,13 +167,19 @@ class Slice(Layer):
             s[self.axis] = hi - lo
             t.reshape(s)
 
+    def bounds(self, size: int):
+        return zip([0] + self.points, self.points + [size])
+
     def forward(self, bottom, top):
-        for t, piece in zip(top, np.split(bottom[0].data, self.points, axis=self.axis)):
-            t.data[...] = piece
+        x = bottom[0].data
+        for t, (lo, hi) in zip(top, self.bounds(x.shape[self.axis])):
+            t.data[...] = x[along(self.axis, lo, hi)]
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            bottom[0].diff[...] = np.concatenate([t.diff for t in top], axis=self.axis)
+            dx = bottom[0].diff
+            for t, (lo, hi) in zip(top, self.bounds(dx.shape[self.axis])):
+                dx[along(self.axis, lo, hi)] = t.diff
 
 
 class EltwiseView(ParamView):
@@ -179,6 +195,7 @@ class Eltwise(Layer):
     param_field = "eltwise_param"
     Params = EltwiseView
     bottoms = (2, None)
+    runs_on_device = True
     summary = "element-wise PROD, SUM (coeff) or MAX of bottoms"
 
     def reshape(self, bottom, top):
@@ -209,9 +226,11 @@ class Eltwise(Layer):
     def forward(self, bottom, top):
         xs = [b.data for b in bottom]
         op = self.p.operation
+        xp = xp_of(*xs)
         if op == "SUM":
             y = top[0].data
-            if any(top[0] is b for b in bottom[1:]):  # written over an input still to add
+            if any(top[0] is b for b in bottom[1:]) or not isinstance(y, np.ndarray):
+                # written over an input still to add (or on a device: one expression)
                 coeff = self.p.coeff or [1.0] * len(xs)
                 y[...] = sum(c * x for c, x in zip(coeff, xs))
                 return
@@ -230,11 +249,11 @@ class Eltwise(Layer):
                 else:
                     y += c * x
         elif op == "PROD":
-            top[0].data[...] = np.prod(np.stack(xs), axis=0)
+            top[0].data[...] = xp.prod(xp.stack(xs), axis=0)
         else:
-            stacked = np.stack(xs)
-            self.argmax = stacked.argmax(axis=0)
-            top[0].data[...] = stacked.max(axis=0)
+            stacked = xp.stack(xs)
+            self.argmax = xp.argmax(stacked, axis=0)
+            top[0].data[...] = xp.max(stacked, axis=0)
 
     def backward(self, top, propagate_down, bottom):
         dy, op = top[0].diff, self.p.operation
@@ -245,9 +264,10 @@ class Eltwise(Layer):
                 b.diff[...] = dy * (self.p.coeff[i] if self.p.coeff else 1.0)
             elif op == "PROD":  # product of the other inputs (no division by this one)
                 others = [o.data for j, o in enumerate(bottom) if j != i]
-                b.diff[...] = dy * np.prod(np.stack(others), axis=0)
+                xp = xp_of(dy)
+                b.diff[...] = dy * xp.prod(xp.stack(others), axis=0)
             else:
-                b.diff[...] = dy * (self.argmax == i)
+                b.diff[...] = dy * xp_of(dy).astype(self.argmax == i, dy.dtype)
 
 
 class TileView(ParamView):
@@ -260,6 +280,7 @@ class Tile(Layer):
     """Repeat the blob `tiles` times along `axis`; backward sums the copies."""
     param_field = "tile_param"
     Params = TileView
+    runs_on_device = True
     summary = "repeat tiles times along axis"
 
     def reshape(self, bottom, top):
@@ -271,7 +292,8 @@ class Tile(Layer):
     def forward(self, bottom, top):
         reps = [1] * bottom[0].data.ndim
         reps[self.axis] = self.p.tiles
-        top[0].data[...] = np.tile(bottom[0].data, reps)
+        x = bottom[0].data
+        top[0].data[...] = xp_of(x).tile(x, tuple(reps))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
@@ -292,6 +314,7 @@ class Crop(Layer):
     param_field = "crop_param"
     Params = CropView
     bottoms = (2, 2)
+    runs_on_device = True
     summary = "crop bottom 0 to bottom 1's shape from axis on, at offset"
 
     def allow_force_backward(self, bottom_index):
@@ -337,6 +360,7 @@ class Reduction(Layer):
     """SUM, ASUM (sum of |x|), SUMSQ or MEAN over every axis from `axis` on, times coeff."""
     param_field = "reduction_param"
     Params = ReductionView
+    runs_on_device = True
     summary = "SUM / ASUM / SUMSQ / MEAN over the trailing axes from axis, times coeff"
 
     def reshape(self, bottom, top):
@@ -347,8 +371,10 @@ class Reduction(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(*bottom[0].shape[:self.axis], -1)
         op = self.p.operation
-        value = {"SUM": lambda: x.sum(-1), "ASUM": lambda: np.abs(x).sum(-1),
-                 "SUMSQ": lambda: (x * x).sum(-1), "MEAN": lambda: x.mean(-1)}[op]()
+        xp = xp_of(x)
+        value = {"SUM": lambda: xp.sum(x, axis=-1), "ASUM": lambda: xp.sum(xp.abs(x), axis=-1),
+                 "SUMSQ": lambda: xp.sum(x * x, axis=-1),
+                 "MEAN": lambda: xp.mean(x, axis=-1)}[op]()
         top[0].data[...] = self.p.coeff * value
 
     def backward(self, top, propagate_down, bottom):
@@ -357,9 +383,10 @@ class Reduction(Layer):
         x = bottom[0].data.reshape(*bottom[0].shape[:self.axis], -1)
         dy = (self.p.coeff * top[0].diff)[..., None]
         op = self.p.operation
-        grad = {"SUM": lambda: np.broadcast_to(dy, x.shape), "ASUM": lambda: dy * np.sign(x),
+        xp = xp_of(x)
+        grad = {"SUM": lambda: xp.broadcast_to(dy, x.shape), "ASUM": lambda: dy * xp.sign(x),
                 "SUMSQ": lambda: dy * 2 * x,
-                "MEAN": lambda: np.broadcast_to(dy / x.shape[-1], x.shape)}[op]()
+                "MEAN": lambda: xp.broadcast_to(dy / x.shape[-1], x.shape)}[op]()
         bottom[0].diff[...] = grad.reshape(bottom[0].shape)
 
 
@@ -382,6 +409,7 @@ class ArgMax(Layer):
     gradient."""
     param_field = "argmax_param"
     Params = ArgMaxView
+    runs_on_device = True
     summary = "indices (and values) of the top_k entries"
 
     def allow_force_backward(self, bottom_index):
@@ -403,18 +431,18 @@ class ArgMax(Layer):
 
     def forward(self, bottom, top):
         x, k = bottom[0].data, self.p.top_k
+        xp = xp_of(x)
         if self.p.axis is None:
             flat = x.reshape(x.shape[0], -1)
-            idx = np.argsort(-flat, axis=1, kind="stable")[:, :k]
-            out = [idx]
+            idx = xp.argsort(-flat, axis=1, stable=True)[:, :k]
+            out = [xp.astype(idx, x.dtype)]
             if self.p.out_max_val:
-                out.append(np.take_along_axis(flat, idx, axis=1))
-            top[0].data[...] = np.stack(out, axis=1)
+                out.append(xp.take_along_axis(flat, idx, axis=1))
+            top[0].data[...] = xp.stack(out, axis=1)
         else:
-            idx = np.take(np.argsort(-x, axis=self.axis, kind="stable"), np.arange(k),
-                          axis=self.axis)
-            top[0].data[...] = np.take_along_axis(x, idx, self.axis) if self.p.out_max_val \
-                else idx
+            idx = xp.argsort(-x, axis=self.axis, stable=True)[along(self.axis, 0, k)]
+            top[0].data[...] = xp.take_along_axis(x, idx, axis=self.axis) \
+                if self.p.out_max_val else xp.astype(idx, x.dtype)
 
 
 class EmbedView(ParamView):
@@ -431,6 +459,7 @@ class Embed(Layer):
     one-hot InnerProduct). The indices get no gradient."""
     param_field = "embed_param"
     Params = EmbedView
+    runs_on_device = True
     summary = "look up rows of a learned table by index"
 
     def allow_force_backward(self, bottom_index):
@@ -446,8 +475,9 @@ class Embed(Layer):
         top[0].reshape(*bottom[0].shape, self.p.num_output)
 
     def forward(self, bottom, top):
-        idx = bottom[0].data.astype(np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.p.input_dim):
+        xp = xp_of(bottom[0].data)
+        idx = xp.astype(bottom[0].data, xp.int64)
+        if idx.shape[0] and bool(xp.any((idx < 0) | (idx >= self.p.input_dim))):
             raise LayerSetupError(f"index out of range [0, {self.p.input_dim})")
         self.idx = idx
         y = self.blobs[0].data[idx]
@@ -455,9 +485,9 @@ class Embed(Layer):
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(-1, self.p.num_output)
-        np.add.at(self.blobs[0].diff, self.idx.ravel(), dy)
+        kernels_for(dy).add_rows(self.blobs[0].diff, self.idx.reshape(-1), dy)
         if self.p.bias_term:
-            self.blobs[1].diff += dy.sum(axis=0)
+            self.blobs[1].diff[...] += dy.sum(axis=0)
 
 
 @register_layer("Silence")
@@ -465,6 +495,7 @@ class Silence(Layer):
     """Consumes blobs so they are not net outputs; passes zero gradients back."""
     bottoms = (1, None)
     tops = (0, 0)
+    runs_on_device = True
     summary = "swallow blobs (no outputs); zero gradient"
 
     def reshape(self, bottom, top):
@@ -489,6 +520,7 @@ class Parameter(Layer):
     param_field = "parameter_param"
     Params = ParameterView
     bottoms = (0, 0)
+    runs_on_device = True
     summary = "a learnable blob as a top (parameter_param { shape })"
 
     def layer_setup(self, bottom, top):
@@ -502,4 +534,4 @@ class Parameter(Layer):
         top[0].data[...] = self.blobs[0].data
 
     def backward(self, top, propagate_down, bottom):
-        self.blobs[0].diff += top[0].diff
+        self.blobs[0].diff[...] += top[0].diff

@@ -11,7 +11,7 @@ from ..params import ParamView, spatial_pair
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
 from ..kernels import kernels_for
-from .base import Layer, LayerSetupError, RectifiesOutput
+from .base import Layer, LayerSetupError, RectifiesOutput, xp_of
 
 
 def conv_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
@@ -78,6 +78,7 @@ class Convolution(RectifiesOutput, Layer):
     made here at reshape for each input shape."""
     param_field = "convolution_param"
     Params = ConvolutionView
+    runs_on_device = True
     summary = "2-D convolution (im2col + GEMM): num_output, kernel/stride/pad/dilation, group"
 
     def layer_setup(self, bottom, top):
@@ -277,6 +278,7 @@ class Pooling(Layer):
     param_field = "pooling_param"
     Params = PoolingView
     tops = (1, 2)
+    runs_on_device = True
     summary = "MAX / AVE / STOCHASTIC pooling with Caffe's ceil rounding; global_pooling"
 
     def reshape(self, bottom, top):
@@ -309,8 +311,8 @@ class Pooling(Layer):
         pads = self.p.pads
         if self.p.pool == "MAX":
             kernels.max_pool(x, *self.window(), *pads, y, self.mask)
-            if len(top) > 1:
-                top[1].data[...] = self.mask  # Caffe's mask top: the argmax's flat index
+            if len(top) > 1:  # Caffe's mask top: the argmax's flat index
+                top[1].data[...] = xp_of(y).astype(self.mask, y.dtype)
         elif self.p.pool == "AVE":
             kernels.ave_pool(x, *self.window(), *pads, y)
         elif self.phase == 0:  # STOCHASTIC, TRAIN: one random draw per output
@@ -350,6 +352,7 @@ class SPP(Layer):
     flattened, all concatenated: (N, C * sum 4^l). One level alone gives (N, C, 1, 1)."""
     param_field = "spp_param"
     Params = SPPView
+    runs_on_device = True
     summary = "spatial pyramid pooling (pyramid_height levels of 2^l x 2^l bins)"
 
     def reshape(self, bottom, top):
@@ -377,20 +380,23 @@ class SPP(Layer):
 
     def forward(self, bottom, top):
         n = bottom[0].shape[0]
+        y, start = top[0].data.reshape(n, -1), 0
         for pool, out in self.levels:
             pool.forward(bottom, [out])
-        top[0].data[...] = np.concatenate([out.data.reshape(n, -1) for _, out in self.levels],
-                                          axis=1).reshape(top[0].shape)
+            size = out.count // n
+            y[:, start:start + size] = out.data.reshape(n, -1)
+            start += size
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         n = bottom[0].shape[0]
-        dy, start, total = top[0].diff.reshape(n, -1), 0, np.zeros_like(bottom[0].data)
+        dy, start = top[0].diff.reshape(n, -1), 0
+        total = xp_of(dy).zeros_like(bottom[0].diff)
         for pool, out in self.levels:
             size = out.count // n
             out.diff[...] = dy[:, start:start + size].reshape(out.shape)
             start += size
             pool.backward([out], [True], bottom)
-            total += bottom[0].diff
+            total = total + bottom[0].diff
         bottom[0].diff[...] = total

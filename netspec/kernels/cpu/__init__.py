@@ -1096,3 +1096,13 @@ def im2col_backward(dy, geometry, dx):
     col = workspace("im2col", rows * n * plane, dy.dtype).reshape(rows, n * plane)
     images_to_cols(dy.reshape(n, rows, plane), col)
     col2im(col, *geometry, dx)
+
+
+def add_rows(table, rows, values):
+    """table[rows[i]] += values[i], repeated rows adding up (Embed's weight gradient)."""
+    np.add.at(table, rows, values)
+
+
+def matmul(a, b, out):
+    """out = a @ b (BLAS)."""
+    np.matmul(a, b, out=out)
