@@ -6,9 +6,9 @@ prepare_environment()  # before numpy loads OpenBLAS (see threads.py)
 from . import io, layers, params  # noqa: E402
 from .blob import Blob  # noqa: E402
 from .classifier import Classifier
-from .compat import (has_nccl, set_device, set_mode_cpu, set_mode_gpu, set_multiprocess,
-                     set_random_seed, set_solver_count, set_solver_rank, solver_count,
-                     solver_rank)
+from .compat import (has_nccl, set_multiprocess, set_random_seed, set_solver_count,
+                     set_solver_rank, solver_count, solver_rank)
+from .device import DeviceError, set_device, set_mode_cpu, set_mode_gpu
 from .detector import Detector
 from .dsl import NetSpec, to_proto
 from .errors import DataError, NetspecError, SpecError, WeightsError
@@ -29,7 +29,8 @@ __all__ = ["Blob", "Layer", "Net", "NetSpec", "to_proto", "layers", "params", "i
            "SpecError", "DataError", "WeightsError", "set_mode_cpu", "set_mode_gpu",
            "set_device", "set_random_seed", "set_threads", "export_onnx", "Classifier",
            "Detector", "Timer", "init_log", "log", "has_nccl", "solver_count", "solver_rank",
-           "set_solver_count", "set_solver_rank", "set_multiprocess", *_SOLVER_NAMES]
+           "set_solver_count", "set_solver_rank", "set_multiprocess", "DeviceError",
+           *_SOLVER_NAMES]
 
 
 def __getattr__(name):

@@ -63,14 +63,13 @@ def _setup_logging(log_file: Optional[str], console_level: int = logging.INFO) -
 
 
 def _gpu_option():
-    return typer.Option(None, "--gpu", help="GPU ids (Caffe's flag): not available yet, "
-                                            "netspec runs on the CPU.")
+    return typer.Option(None, "--gpu", help="GPU number (Caffe's flag): 0, or 0,1 / all under "
+                                            "mpiexec, one per process [needs netspec[gpu]].")
 
 
-def _no_gpu(gpu: Optional[str]) -> None:
-    if gpu is not None:
-        raise NetspecError(f"--gpu {gpu}: netspec has no GPU backend yet and runs on the CPU; "
-                           f"drop --gpu (a solver file's solver_mode: GPU falls back by itself)")
+def _device_option():
+    return typer.Option(None, "--device", help="cpu, cuda, cuda:N, mps, or torch-cpu (the GPU "
+                                               "code on torch's CPU tensors) [default: cpu].")
 
 
 def _threads_option():
@@ -114,6 +113,7 @@ def train(
                  "caffe."),
         threads: Optional[int] = _threads_option(),
         gpu: Optional[str] = _gpu_option(),
+        device: Optional[str] = _device_option(),
         allow_nan: bool = typer.Option(
             False, "--allow-nan",
             help="Go on when the loss or a gradient becomes NaN or infinite (Caffe's behaviour); "
@@ -122,6 +122,7 @@ def train(
     """Train a net: Caffe's `caffe train --solver=... [--snapshot=...|--weights=...]`."""
     from .log import logger
     from .solvers import default_solver, get_solver
+    from .spec import read_solver
     path = solver or solver_file
     if not path:
         raise NetspecError("give a solver file: netspec train SOLVER.prototxt (or --solver)")
@@ -129,7 +130,7 @@ def train(
         raise NetspecError("give --snapshot (resume) or --weights (fine-tune), not both")
     if log_format not in ("auto", "rich", "caffe"):
         raise NetspecError(f"--log-format must be auto, rich or caffe, got {log_format!r}")
-    _no_gpu(gpu)
+    from .device import from_flags
     from .parallel import start
     world = start()  # None unless mpiexec started several of us
     root = world is None or world.rank == 0
@@ -146,7 +147,14 @@ def train(
             logger.warning("%s is a net, not a solver: training with a default solver (SGD, "
                            "base_lr 0.01, momentum 0.9, lr_policy fixed, max_iter 10000, no "
                            "testing, snapshots to %s_iter_N)", path, spec.snapshot_prefix)
-        s = get_solver(spec, np.dtype(dtype), weights=weights, max_iter=max_iter, world=world)
+        param = spec if not isinstance(spec, str) else read_solver(spec)
+        where = from_flags(gpu, device, local_rank=None if world is None else world.local_rank,
+                           solver_gpu=param.device_id if param.HasField("solver_mode") and
+                           param.solver_mode == param.GPU else None, solver_file=path)
+        s = get_solver(spec, np.dtype(dtype),
+                       weights=weights, max_iter=max_iter, world=world, device=where)
+        if where.is_torch:
+            logger.info("Training on %s", where)
         s.check_finite = not allow_nan
 
         try:
@@ -177,9 +185,10 @@ def test(
         log_file: Optional[str] = typer.Option(None, "--log", help="Also write the log here."),
         threads: Optional[int] = _threads_option(),
         gpu: Optional[str] = _gpu_option(),
+        device: Optional[str] = _device_option(),
 ):
     """Score a model: Caffe's `caffe test --model=... --weights=... --iterations=N`."""
-    _no_gpu(gpu)
+    from .device import from_flags
     from .log import logger
     from .net import TEST, Net
     from .solvers.base import fmt, loss_suffix
@@ -187,12 +196,12 @@ def test(
     set_threads(threads)
     if weights is None:
         logger.warning("no --weights given: testing the randomly initialised net")
-    net = Net(model, TEST, weights=weights)
+    net = Net(model, TEST, weights=weights, device=from_flags(gpu, device))
     logger.info("Running for %d iterations.", iterations)
     sums: dict[str, np.ndarray] = {}
     loss = 0.0
     for i in range(iterations):
-        loss += net.forward_layers()
+        loss += float(net.forward_layers())
         for name in net.outputs:
             values = np.ravel(net.blobs[name].data).astype(np.float64)
             sums[name] = sums.get(name, 0) + values
@@ -397,16 +406,18 @@ def time_(
         phase: str = typer.Option("TRAIN", "--phase", help="TRAIN or TEST."),
         threads: Optional[int] = _threads_option(),
         gpu: Optional[str] = _gpu_option(),
+        device: Optional[str] = _device_option(),
 ):
-    """Average forward / backward time per layer: Caffe's `caffe time --model=...`."""
-    _no_gpu(gpu)
+    """Average forward / backward time per layer: Caffe's `caffe time --model=...` (on a GPU
+    each layer's time includes waiting for it, as `caffe time -gpu` reports)."""
+    from .device import from_flags
     model = model or spec
     if not model:
         raise NetspecError("give a net: netspec time NET.prototxt (or --model)")
     set_threads(threads)
     from .net import Net
     from .timing import time_net
-    net = Net(model, _phase(phase))
+    net = Net(model, _phase(phase), device=from_flags(gpu, device))
     rows, total = time_net(net, iterations)
     width = max(len(r.name) for r in rows)
     typer.echo(f"{'layer':<{width}}  {'type':<16} {'forward ms':>11} {'backward ms':>12}")

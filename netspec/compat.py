@@ -1,27 +1,13 @@
-"""pycaffe's process-wide settings, so ported scripts run unchanged: the mode and device
-calls (netspec computes on the CPU), set_random_seed (the default seed of nets and
-solvers created afterwards that name none), and the multi-solver queries (solver_count and
-solver_rank: the process's place among data-parallel workers)."""
+"""pycaffe's process-wide settings, so ported scripts run unchanged: set_random_seed (the
+default seed of nets and solvers created afterwards that name none), and the multi-solver
+queries (solver_count and solver_rank: the process's place among data-parallel workers).
+The mode and device calls (set_mode_gpu, set_device) are in device.py."""
 from __future__ import annotations
 
 import numpy as np
 
-from .log import logger
-
 _seed: int | None = None
 _solver_count, _solver_rank, _multiprocess = 1, 0, False
-
-
-def set_mode_cpu() -> None:
-    """netspec always computes on the CPU."""
-
-
-def set_mode_gpu() -> None:
-    logger.warning("netspec has no GPU backend: computing on the CPU")
-
-
-def set_device(device_id: int) -> None:
-    logger.warning("netspec has no GPU backend: set_device(%d) is ignored", device_id)
 
 
 def set_random_seed(seed: int) -> None:
@@ -36,7 +22,7 @@ def default_rng(seed: int | None = None) -> np.random.Generator:
 
 
 def has_nccl() -> bool:
-    """netspec has no NCCL: several processes would talk MPI."""
+    """netspec's ranks sum gradients over MPI (staged through the host), not NCCL."""
     return False
 
 

@@ -11,10 +11,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from .errors import NetspecError
+
 GPU_HINT = "pip install 'netspec[gpu]'"
 
 
-class DeviceError(RuntimeError):
+class DeviceError(NetspecError):
     """An explicit device request this machine cannot serve (one line: what is missing)."""
 
 
@@ -31,6 +33,16 @@ class Device:
 
     def __str__(self) -> str:
         return self.name
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (timing); the CPU devices have none."""
+        kind = getattr(self.torch, "type", "cpu")
+        if kind == "cuda":
+            import torch
+            torch.cuda.synchronize(self.torch)
+        elif kind == "mps":
+            import torch
+            torch.mps.synchronize()
 
 
 CPU = Device("cpu")
@@ -69,8 +81,7 @@ def resolve(name) -> Device:
             from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"no CUDA GPU is available for {name!r} (torch "
-                              f"{torch.__version__} sees none; `--device cpu` runs on the CPU)")
+            raise DeviceError(f"no CUDA GPU is available for {name!r}: {_why_no_gpu()}")
         index = 0 if dev.index is None else dev.index
         count = torch.cuda.device_count()
         if index >= count:
@@ -94,6 +105,55 @@ def gpu_available() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
+
+
+def from_flags(gpu: str | None = None, device: str | None = None, *, local_rank=None,
+               solver_gpu: int | None = None, solver_file: str = "") -> Device:
+    """The device the command-line tool runs on: `--gpu` (Caffe's flag: N, "0,1" or "all";
+    under mpiexec rank r takes the r-th of them, by its rank on the node), `--device NAME`,
+    else the solver file's `solver_mode: GPU` (`solver_gpu` = its device_id), which falls back
+    to the CPU with one warning line where no GPU is available, else the CPU."""
+    from .log import logger
+    if gpu is not None and device is not None:
+        raise DeviceError("give --gpu or --device, not both")
+    if device is not None:
+        return resolve(device)
+    if gpu is not None:
+        text = gpu.strip().lower()
+        if text == "all":
+            if not gpu_available():
+                resolve("cuda")  # raises, naming what is missing
+            import torch
+            ids = list(range(torch.cuda.device_count()))
+        elif all(part.strip().isdigit() for part in text.split(",")):
+            ids = [int(part) for part in text.split(",")]
+        else:
+            raise DeviceError(f"--gpu takes GPU numbers (0, or 0,1) or all, got {gpu!r}")
+        if local_rank is not None:
+            return resolve(ids[local_rank % len(ids)])
+        if len(ids) > 1:
+            logger.warning("one process trains on one GPU: using GPU %d of %s (mpiexec -n %d "
+                           "netspec train ... --gpu %s trains on all of them)", ids[0], gpu,
+                           len(ids), gpu)
+        return resolve(ids[0])
+    if solver_gpu is not None:
+        if gpu_available():
+            return resolve(solver_gpu if local_rank is None else local_rank)
+        logger.warning("%s says solver_mode: GPU, but %s: training on the CPU",
+                       solver_file or "the solver", _why_no_gpu())
+        return CPU
+    return CPU
+
+
+def _why_no_gpu() -> str:
+    try:
+        import torch
+    except ImportError:
+        return f"PyTorch is not installed ({GPU_HINT})"
+    if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+        return (f"torch {torch.__version__} is a CPU-only build (install a CUDA or ROCm build "
+                f"of torch)")
+    return f"torch {torch.__version__} sees no CUDA GPU"
 
 
 # -- pycaffe's process-wide mode ---------------------------------------------------------------

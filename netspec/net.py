@@ -279,6 +279,11 @@ class Net:
         hi = names.index(end) if end is not None else len(names) - 1
         return lo, hi
 
+    def where(self, i: int):
+        """Where layer i runs: the net's torch device, or None for the host (the CPU device,
+        and host-only layers such as data and Python layers on a torch device)."""
+        return self._where[i]
+
     def forward_layers(self, start: int = 0, end: int | None = None) -> float:
         """Run layers start..end (inclusive) and return the weighted loss they produced.
 
@@ -367,7 +372,8 @@ class Net:
                     self.layers[i].backward(self.top_ids[i], self._bottom_need_backward[i],
                                             self.bottom_ids[i])
             if self.after_backward is not None:  # (MPI: host arrays, staged through the host)
-                self.after_backward(i)
+                with running_on(None):
+                    self.after_backward(i)
 
     def forward(self, blobs=None, start=None, end=None, **inputs) -> dict[str, np.ndarray]:
         """pycaffe: set input blobs from keyword arrays, run layers `start`..`end` (names,

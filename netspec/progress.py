@@ -24,6 +24,7 @@ class RichProgress:
         self.task = self.progress.add_task("train", total=max_iter, loss="-", lr="-", speed="-")
         self._last = (time.perf_counter(), 0)
         self._speed = None
+        self._loss = "-"
 
     def __enter__(self):
         self.progress.start()
@@ -35,11 +36,13 @@ class RichProgress:
     def on_iteration(self, solver) -> None:
         now, it = time.perf_counter(), solver.iter
         then, before = self._last
-        if now - then >= 0.5:
-            rate = (it - before) / (now - then)
-            self._speed = rate if self._speed is None else 0.7 * self._speed + 0.3 * rate
+        if now - then >= 0.5 or it == 1:  # on a GPU reading the loss waits: twice a second
+            if it > 1:
+                rate = (it - before) / (now - then)
+                self._speed = rate if self._speed is None else 0.7 * self._speed + 0.3 * rate
             self._last = (now, it)
-        self.progress.update(self.task, completed=it, loss=f"{solver.smoothed_loss:.4g}",
+            self._loss = f"{float(solver.smoothed_loss):.4g}"
+        self.progress.update(self.task, completed=it, loss=self._loss,
                              lr=f"{solver.last_rate:.3g}",
                              speed="-" if self._speed is None else f"{self._speed:.1f}")
 

@@ -74,13 +74,18 @@ def mpirun(folder, ranks, *args, timeout=120):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_two_ranks_equal_one_process_with_iter_size_two(tmp_path, monkeypatch):
+@pytest.mark.parametrize("device", ["cpu", "torch-cpu"])
+def test_two_ranks_equal_one_process_with_iter_size_two(tmp_path, monkeypatch, device):
     """Caffe's documented equivalence: the ranks read disjoint halves of the same 8 items per
     iteration that one process reads in two iter_size passes, so the averaged gradients, and
-    after 20 iterations of SGD with momentum, decay and a step schedule the weights, agree."""
+    after 20 iterations of SGD with momentum, decay and a step schedule the weights, agree;
+    on the torch device too (its gradients staged through the host for MPI)."""
+    if device != "cpu":
+        pytest.importorskip("torch", reason="the torch device needs netspec[gpu]")
     folder = job(tmp_path / "mpi")
-    result = mpirun(folder, 2)
+    result = mpirun(folder, 2, "--device", device)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert (f"Training on {device}" in result.stdout) == (device != "cpu")
     assert "Training on 2 processes (MPI): batch_size 4 per process, effective batch 8" in \
         result.stdout
     assert result.stdout.count("Iteration 5 (") == 1  # only rank 0 reports progress

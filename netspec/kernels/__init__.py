@@ -66,6 +66,12 @@ def absent(dtype) -> np.ndarray | None:
         return None
 
 
+def scalar_like(x, value):
+    """`value` in x's precision for the CPU kernels (so numba compiles no float64 variant of a
+    float32 loop); a Python float for the torch module."""
+    return x.dtype.type(value) if isinstance(x, np.ndarray) else float(value)
+
+
 def flat(a):
     """A 1-d view of a C-contiguous array or tensor (kernels write through it, so never a
     copy)."""

@@ -452,3 +452,9 @@ def adam_step(g, m, v, rate, beta1, beta2, correction, eps):
 def add_rows(table, rows, values):
     """table[rows[i]] += values[i], repeated rows adding up (Embed's weight gradient)."""
     table.index_add_(0, rows.to(torch.int64), values)
+
+
+def sum_squares(x):
+    """sum(x^2) as a 0-d tensor, in float64 where the device has it (MPS has not)."""
+    wide = x.float() if x.device.type == "mps" else x.double()
+    return torch.sum(wide * wide)

@@ -17,8 +17,9 @@ import numpy as np
 
 from ..blob import Blob
 from ..compat import default_rng
+from ..device import placed, resolve, running_on
 from ..errors import DivergedError, NetspecError, SpecError, WeightsError
-from ..kernels import flat, kernels_for
+from ..kernels import flat, kernels_for, scalar_like
 from ..log import logger
 from ..net import TEST, TRAIN, Net
 from ..params import build_view
@@ -27,6 +28,10 @@ from ..snapshot import read_solverstate, snapshot_paths, write_solverstate
 from ..spec import Source, field_line, read_spec, resolve_path
 from .lr_policy import learning_rate
 from .settings import SolverSettings
+
+
+#: on a torch device, read the finite flags at least this often (iterations)
+READ_EVERY = 1000
 
 
 def default_solver(net_file: str) -> pb.SolverParameter:
@@ -46,7 +51,7 @@ class Solver:
     applies_updates = False
 
     def __init__(self, solver, dtype=np.float32, *, weights=None, max_iter: int | None = None,
-                 world=None):
+                 world=None, device=None):
         if isinstance(solver, pb.SolverParameter):
             self.param, self.file, self.source = solver, None, Source()
         else:
@@ -68,12 +73,20 @@ class Solver:
         self.world = world
         self._parallel_started = False  # weights broadcast and buckets planned (once)
         self._own_stream()
+        #: where the nets train (device.Device): `device` as Net takes it; None is the
+        #: process's mode (set_mode_gpu / set_device). The file's solver_mode is the tool's
+        #: business (cli.py), as in Caffe.
+        self.device = resolve(device)
         self.net = self._train_net()
         self.test_nets = self._test_nets()
         self.iter = 0
         self.current_step = 0
-        self.history = [Blob(p.blob.shape, self.dtype)
-                        for _ in range(self.history_sets) for p in self.net.learnable_params]
+        with placed(self.device):
+            self.history = [Blob(p.blob.shape, self.dtype)
+                            for _ in range(self.history_sets) for p in self.net.learnable_params]
+        #: on a torch device, per iteration since the last read: (loss, all-finite flag), read
+        #: at display, test and snapshot time (no host sync per iteration)
+        self._unread: list = []
         self.losses: list[float] = []
         self.smoothed_loss = 0.0
         self.requested_stop = False
@@ -125,7 +138,7 @@ class Solver:
                                 line=field_line(self.source.text, 1, field), field=field)
             model = self._path(model)
         return Net(model, TRAIN, stages=list(p.train_state.stage), level=p.train_state.level,
-                   dtype=self.dtype, rng=self.rng)
+                   dtype=self.dtype, rng=self.rng, device=self.device)
 
     def _test_nets(self) -> list[Net]:
         p = self.param
@@ -142,7 +155,7 @@ class Solver:
         for i, model in enumerate(models):
             state = p.test_state[i] if i < len(p.test_state) else pb.NetState()
             net = Net(model, TEST, stages=list(state.stage), level=state.level,
-                      dtype=self.dtype, rng=self.rng)
+                      dtype=self.dtype, rng=self.rng, device=self.device)
             net.share_with(self.net)
             nets.append(net)
         return nets
@@ -172,10 +185,13 @@ class Solver:
 
     def step(self, iters: int) -> None:
         """Run `iters` iterations. numpy's overflow warnings are silenced: a NaN or infinite
-        loss or gradient is reported once, by _check_finite (or ignored with check_finite off,
+        loss or gradient is reported once, by _watch_finite (or ignored with check_finite off,
         as Caffe does)."""
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            self._step(iters)
+            try:
+                self._step(iters)
+            finally:
+                self._read_finite()
 
     def _step(self, iters: int) -> None:
         p = self.param
@@ -188,12 +204,16 @@ class Solver:
             self.net.clear_param_diffs()
             if p.test_interval and self.iter % p.test_interval == 0 and (
                     self.iter > 0 or p.test_initialization) and self.is_root:
+                self._read_finite()
                 self.test_all()
             display = p.display and self.iter % p.display == 0
-            loss = self._forward_backward() / p.iter_size
-            if self.check_finite:
-                self._check_finite(loss)
-            self._update_smoothed_loss(loss, start_iter)
+            with running_on(self.device):
+                loss = self._forward_backward() / p.iter_size
+                if self.check_finite:
+                    self._watch_finite(loss)
+                self._update_smoothed_loss(loss, start_iter)
+            if display or len(self._unread) >= READ_EVERY:
+                self._read_finite()
             if display:
                 lapse = time.perf_counter() - timer
                 per_s = (self.iter - last_iter) / (lapse or 1)
@@ -201,7 +221,8 @@ class Solver:
                             fmt(per_s), fmt(lapse), p.display, fmt(self.smoothed_loss))
                 last_iter, timer = self.iter, time.perf_counter()
                 self._log_outputs(self.net, "Train", lambda name: self.net.blobs[name].data)
-            self.apply_update(display)
+            with running_on(self.device):
+                self.apply_update(display)
             self.iter += 1
             for o in self.observers:
                 o.on_iteration(self)
@@ -210,6 +231,7 @@ class Solver:
                 request = self.world.agree(request)
             if ((p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot") and \
                     self.is_root:
+                self._read_finite()
                 self.snapshot()
             if request == "stop":
                 self.requested_stop = True
@@ -225,11 +247,12 @@ class Solver:
             if world is not None and world.overlap and k == n - 1:
                 net.after_backward = world.layer_done
             try:
-                loss += net.forward_backward()
+                loss = loss + net.forward_backward()
             finally:
                 net.after_backward = None
         if world is not None:
-            world.finish_gradients()
+            with running_on(None):  # MPI sends host arrays: staged through the host
+                world.finish_gradients()
         return loss
 
     def _start_parallel(self) -> None:
@@ -248,14 +271,45 @@ class Solver:
                         "effective batch %d", world.size, batch,
                         f" x iter_size {size}" if size > 1 else "", world.size * batch * size)
 
-    def _check_finite(self, loss: float) -> None:
-        """Stop, before the update reaches the weights or a snapshot, when the loss or a
-        gradient is NaN or infinite: name the first layer whose output (or, failing that,
-        whose parameter gradient) is not finite."""
+    def _watch_finite(self, loss) -> None:
+        """Stop when the loss or a gradient is NaN or infinite. On the CPU: now, before the
+        update reaches the weights. On a torch device the check is a device flag kept per
+        iteration and read by _read_finite at display, test and snapshot time (and at the end),
+        so the stop names the exact iteration and no snapshot holds the NaN."""
+        if not self.device.is_torch:
+            bad_grad = next((info for info in self.net.learnable_params
+                             if not np.isfinite(np.sum(info.blob.diff, dtype=np.float64))),
+                            None)
+            if math.isfinite(loss) and bad_grad is None:
+                return
+            self._diverged(self.iter, loss, bad_grad)
+        import torch
+        total = torch.as_tensor(loss, device=self.device.torch)
+        if self.net.learnable_params:  # a NaN or inf anywhere makes the sum one
+            total = total + torch.stack([info.blob.diff.sum()
+                                         for info in self.net.learnable_params]).sum()
+        self._unread.append((self.iter, loss, torch.isfinite(total)))
+
+    def _read_finite(self) -> None:
+        """Read the device's finite flags kept since the last read (one host sync)."""
+        if not self._unread:
+            return
+        import torch
+        unread, self._unread = self._unread, []
+        ok = torch.stack([flag for _, _, flag in unread]).cpu().numpy()
+        if ok.all():
+            return
+        first = int(np.argmin(ok))
+        iteration, loss, _ = unread[first]
         bad_grad = next((info for info in self.net.learnable_params
                          if not np.isfinite(np.sum(info.blob.diff, dtype=np.float64))), None)
-        if math.isfinite(loss) and bad_grad is None:
-            return
+        self._diverged(iteration, float(loss), bad_grad,
+                       f" (seen at iteration {self.iter}, the first read of the device since)"
+                       if iteration != self.iter else "")
+
+    def _diverged(self, iteration: int, loss: float, bad_grad, seen: str = "") -> None:
+        """The DivergedError: name the first layer whose output (or, failing that, whose
+        parameter gradient) is not finite."""
         where = next((f"the output of layer '{layer.name}' ({layer.type})"
                       for layer, tops in zip(self.net.layers, self.net.top_ids)
                       if any(not np.isfinite(t.data).all() for t in tops)), None)
@@ -264,9 +318,9 @@ class Solver:
         kept = f"the last snapshot ({self.last_snapshot}) is kept" if self.last_snapshot \
             else "no snapshot was written"
         raise DivergedError(
-            f"iteration {self.iter}: the loss is {fmt(loss)}; {where} first became NaN or "
-            f"infinite; {kept}. Lower base_lr (or clip_gradients), or pass --allow-nan to go "
-            f"on as Caffe does")
+            f"iteration {iteration}: the loss is {fmt(loss)}; {where} first became NaN or "
+            f"infinite{seen}; {kept}. Lower base_lr (or clip_gradients), or pass --allow-nan "
+            f"to go on as Caffe does")
 
     def _update_smoothed_loss(self, loss: float, start_iter: int) -> None:
         n = self.param.average_loss
@@ -330,8 +384,8 @@ class Solver:
         clip = self.param.clip_gradients
         if clip < 0:
             return
-        norm = float(np.sqrt(sum(float((p.blob.diff.astype(np.float64) ** 2).sum())
-                                 for p in self.net.learnable_params)))
+        norm = math.sqrt(float(sum(kernels_for(p.blob.diff).sum_squares(flat(p.blob.diff))
+                                   for p in self.net.learnable_params)))
         if norm > clip:
             logger.info("Gradient clipping: scaling down gradients (L2 norm %s > %s) by scale "
                         "factor %s", fmt(norm), fmt(clip), fmt(clip / norm))
@@ -347,7 +401,7 @@ class Solver:
         if not decay:
             return
         w = info.blob.data
-        kernels_for(w).add_decay(flat(w), w.dtype.type(decay),
+        kernels_for(w).add_decay(flat(w), scalar_like(w, decay),
                                  self.param.regularization_type == "L1", flat(info.blob.diff))
 
     def compute_update_value(self, i: int, info, rate: float) -> None:

@@ -1,7 +1,7 @@
 """SGD with momentum, Caffe's form: V = momentum V + lr g; W -= V."""
 from __future__ import annotations
 
-from ..kernels import flat, kernels_for
+from ..kernels import flat, kernels_for, scalar_like
 from .base import Solver
 
 
@@ -15,5 +15,5 @@ class SGDSolver(Solver):
         w, g = info.blob.data, info.blob.diff
         decay = self.param.weight_decay * info.decay_mult
         kernels_for(g).sgd_step(flat(w), flat(g), flat(self.history[i].data),
-                                w.dtype.type(decay), self.param.regularization_type == "L1",
+                                scalar_like(w, decay), self.param.regularization_type == "L1",
                                 rate * info.lr_mult, self.param.momentum)

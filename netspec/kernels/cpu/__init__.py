@@ -1103,6 +1103,11 @@ def add_rows(table, rows, values):
     np.add.at(table, rows, values)
 
 
+def sum_squares(x) -> float:
+    """sum(x^2) in float64 (gradient clipping's norm)."""
+    return float(np.square(x, dtype=np.float64).sum())
+
+
 def matmul(a, b, out):
     """out = a @ b (BLAS)."""
     np.matmul(a, b, out=out)
