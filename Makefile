@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP_QUIET) $(PY) -m pip install -q -e '.[test,bench,onnx,mpi]'
+	$(PIP_QUIET) $(PY) -m pip install -q -e '.[test,bench,gpu,onnx,mpi]'
 	touch $@
 
 install: $(VENV)/.installed

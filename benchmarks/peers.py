@@ -1,5 +1,6 @@
 """The peers a benchmark runs beside netspec, on the same net and the same weights:
-PyTorch CPU (a functional mirror of a netspec Net) and OpenCV's Caffe importer."""
+PyTorch (a functional mirror of a netspec Net, on the CPU or a GPU) and OpenCV's Caffe
+importer."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,11 +11,17 @@ class TorchMirror:
     leaf tensors (trainable when `train`). Covers the layers of LeNet, cifar10_quick, CaffeNet
     and ResNet-50 deploy nets; Caffe's ceil-rounded pooling is torch's ceil_mode."""
 
-    def __init__(self, net, train: bool = False):
+    def __init__(self, net, train: bool = False, device="cpu"):
         import torch
         self.torch, self.net = torch, net
-        self.params = {name: [torch.tensor(b.data, requires_grad=train) for b in blobs]
+        self.params = {name: [torch.tensor(b.data, requires_grad=train, device=device)
+                              for b in blobs]
                        for name, blobs in net.params.items()}
+        for layer in net.layers:  # Caffe's BatchNorm keeps sums and a scale factor
+            if layer.type == "BatchNorm":
+                mean, var, factor = self.params[layer.name]
+                f = 1 / factor.item() if factor.item() else 0
+                self.params[layer.name] = [mean * f, var * f]
         self.steps = []
         for layer, bottoms, tops in zip(net.layers, net.bottom_names.values(),
                                         net.top_names.values()):
@@ -49,9 +56,7 @@ class TorchMirror:
             elif t == "LRN":
                 y = F.local_response_norm(x[0], p.local_size, p.alpha, p.beta, p.k)
             elif t == "BatchNorm":
-                factor = w[2].item()
-                factor = 1 / factor if factor else 0
-                y = F.batch_norm(x[0], w[0] * factor, w[1] * factor, eps=p.eps)
+                y = F.batch_norm(x[0], w[0], w[1], eps=p.eps)
             elif t == "Scale":
                 y = x[0] * w[0][None, :, None, None]
                 if len(w) > 1:

@@ -7,6 +7,7 @@ kernels on torch's CPU tensors (what CI runs; the very code a GPU runs). `set_de
 `--gpu` also take Caffe's integer. torch is imported only when a torch device is asked for."""
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ def resolve(name) -> Device:
         if index >= count:
             raise DeviceError(f"GPU {index} does not exist: this machine has {count} "
                               f"GPU(s) (0 to {count - 1})")
+        _full_float32(torch)
         return Device(f"cuda:{index}", torch.device("cuda", index))
     if dev.type == "mps":
         if not torch.backends.mps.is_available():
@@ -95,6 +97,15 @@ def resolve(name) -> Device:
     if dev.type == "cpu":
         return Device("torch-cpu", dev)
     raise DeviceError(f"device {name!r} is not supported: use cpu, torch-cpu, cuda[:N] or mps")
+
+
+def _full_float32(torch) -> None:
+    """float32 nets compute in float32 on the GPU, as Caffe's do: cuDNN's convolutions would
+    otherwise use TF32 (10-bit mantissas, errors near 1e-3). NETSPEC_TF32=1 allows TF32, for
+    speed, in the whole process (a process-wide torch setting, as torch's own)."""
+    tf32 = os.environ.get("NETSPEC_TF32") == "1"
+    torch.backends.cudnn.allow_tf32 = tf32  # (torch's newer fp32_precision API reads these)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def gpu_available() -> bool:

@@ -41,6 +41,7 @@ POOL_GEOMETRIES = [
     ("kernel_size: 3 stride: 2", (1, 2, 7, 6)),          # overlapping windows
     ("kernel_size: 3 stride: 1 pad: 1", (1, 2, 4, 4)),
     ("global_pooling: true", (2, 3, 3, 4)),
+    ("kernel_size: 3 stride: 2 pad: 1", (1, 2, 6, 5)),   # padded, ceil-clipped last windows
 ]
 
 CASES = {

@@ -269,7 +269,10 @@ def max_pool(x, kh, kw, sh, sw, ph, pw, y, mask):
     values, where = values[:, :, :oh, :ow], where[:, :, :oh, :ow]
     wp = xp.shape[3]
     y.copy_(values)
-    mask.copy_((where // wp - ph) * w + (where % wp - pw))
+    if wp == w and ph == 0:  # nothing padded before or beside: torch's index is Caffe's
+        mask.copy_(where)
+    else:
+        mask.copy_((where // wp - ph) * w + (where % wp - pw))
 
 
 def scatter_pool_grad(dy, mask, dx):
@@ -295,16 +298,24 @@ def _divisors(x, kh, kw, sh, sw, ph, pw, oh, ow):
 
 
 def ave_pool(x, kh, kw, sh, sw, ph, pw, y):
+    """Window sums over x zero-padded as Caffe's (torch's pooling kernel with divisor 1), over
+    Caffe's divisors (each window clipped to the padded input)."""
     oh, ow = y.shape[2], y.shape[3]
-    sums = _windows(x, kh, kw, sh, sw, ph, pw, oh, ow).sum(dim=1)
-    y.copy_(sums.reshape(y.shape) / _divisors(x, kh, kw, sh, sw, ph, pw, oh, ow))
+    xp = _padded(x, kh, kw, sh, sw, ph, pw, oh, ow, 0.0)
+    sums = F.avg_pool2d(xp, (kh, kw), (sh, sw), divisor_override=1)[:, :, :oh, :ow]
+    y.copy_(sums / _divisors(x, kh, kw, sh, sw, ph, pw, oh, ow))
 
 
 def ave_pool_grad(dy, kh, kw, sh, sw, ph, pw, dx):
+    """Each output's dy / divisor added over its window (the adjoint of ave_pool)."""
     oh, ow = dy.shape[2], dy.shape[3]
-    n, c = dx.shape[:2]
-    share = (dy / _divisors(dx, kh, kw, sh, sw, ph, pw, oh, ow)).reshape(n * c, 1, -1)
-    dx.copy_(_unwindows(share.expand(-1, kh * kw, -1), dx.shape, kh, kw, sh, sw, ph, pw, oh, ow))
+    n, c, h, w = dx.shape
+    hp, wp = _hw(dx, kh, kw, sh, sw, ph, pw, oh, ow)
+    full = dy.new_zeros(n, c, (hp - kh) // sh + 1, (wp - kw) // sw + 1)
+    full[:, :, :oh, :ow] = dy / _divisors(dx, kh, kw, sh, sw, ph, pw, oh, ow)
+    spread = torch.ops.aten.avg_pool2d_backward(full, dx.new_empty(n, c, hp, wp), [kh, kw],
+                                                [sh, sw], [0, 0], False, True, 1)
+    dx.copy_(spread[:, :, ph:ph + h, pw:pw + w])
 
 
 def stochastic_pool_train(x, kh, kw, sh, sw, uniform, y, mask):
