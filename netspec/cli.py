@@ -202,6 +202,7 @@ def test(
     loss = 0.0
     for i in range(iterations):
         loss += float(net.forward_layers())
+        net.check_deferred()
         for name in net.outputs:
             values = np.ravel(net.blobs[name].data).astype(np.float64)
             sums[name] = sums.get(name, 0) + values

@@ -279,6 +279,18 @@ class Net:
         hi = names.index(end) if end is not None else len(names) - 1
         return lo, hi
 
+    def check_deferred(self) -> None:
+        """Raise the data errors (a label out of range) that layers on a torch device found
+        since the last call, naming the layer as the CPU does at once; one host read per such
+        layer. The solver calls it at display, test and snapshot time; pycaffe's forward()
+        reads its outputs anyway and calls it too."""
+        for i, layer in enumerate(self.layers):
+            if layer.deferred is not None:
+                bad, value, message = layer.deferred
+                layer.deferred = None
+                if bool(bad):
+                    raise self._error(i, message(float(value)))
+
     def where(self, i: int):
         """Where layer i runs: the net's torch device, or None for the host (the CPU device,
         and host-only layers such as data and Python layers on a torch device)."""
@@ -389,6 +401,7 @@ class Net:
             self.blobs[name].data[...] = value
         lo, hi = self._range(start, end)
         self.forward_layers(lo, hi)
+        self.check_deferred()
         names = self.layer_tops[hi] if end is not None else self.outputs
         return {n: self.blobs[n].data for n in _unique(names + list(blobs or []))}
 

@@ -249,3 +249,31 @@ def test_a_cpu_run_never_imports_torch(folder):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+LABELLED = """
+name: "labelled"
+input: "data" input_shape { dim: 4 dim: 5 }
+input: "label" input_shape { dim: 4 }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def test_a_label_out_of_range_on_the_device_is_the_cpus_error_read_at_the_next_sync():
+    errors = []
+    for device in ("cpu", DEVICE):
+        net = Net(LABELLED, TRAIN, dtype=np.float64, seed=0, device=device)
+        net.blobs["data"].data[...] = 1.0
+        net.blobs["label"].data[...] = [0, 2, 1, 1]
+        net.forward()  # fine
+        net.blobs["label"].data[...] = [0, 2, 7, 1]
+        with pytest.raises(Exception) as e:
+            net.forward_layers()  # the CPU raises at once; the device only records it
+            assert device != "cpu"
+            net.blobs["label"].data[...] = [0, 1, 1, 1]
+            net.forward_layers()  # a good batch after it does not clear the error
+            net.check_deferred()
+        errors.append(str(e.value))
+    assert errors[0] == errors[1] and "loss" in errors[0] and "7" in errors[0], errors

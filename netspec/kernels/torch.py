@@ -106,8 +106,8 @@ def softmax(x, y):
 def softmax_labels(x, labels, ignore, has_ignore, y, picked, as_int, valid):
     """As the CPU module's: y = softmax(x) over axis 1; per position the label as an int (0
     where it does not count), whether it counts, the probability it picks; returns the flat
-    index of the first counted label outside [0, C) or not finite, else outer * inner (a host
-    read: the label-range error is raised where it happens, as on the CPU)."""
+    index of the first counted label outside [0, C) or not finite, else outer * inner, as a
+    0-d tensor (read later: Layer.check_values)."""
     softmax(x, y)
     c = x.shape[1]
     finite = torch.isfinite(labels)
@@ -119,7 +119,7 @@ def softmax_labels(x, labels, ignore, has_ignore, y, picked, as_int, valid):
     valid.copy_(counts)
     picked.copy_(torch.gather(y, 1, k[:, None, :])[:, 0, :])
     flat = bad.reshape(-1)
-    return int(flat.to(torch.uint8).argmax()) if bool(flat.any()) else flat.numel()
+    return torch.where(flat.any(), flat.to(torch.uint8).argmax(), flat.numel())
 
 
 # -- inner product ------------------------------------------------------------------------------

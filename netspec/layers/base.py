@@ -78,6 +78,9 @@ class Layer:
         self.dtype = np.dtype(dtype)
         self.rng = rng if rng is not None else np.random.default_rng()
         self.blobs: list[Blob] = BlobList(self.dtype)
+        #: on a torch device, the data check not read yet: (bad, first bad value, message) over
+        #: every forward since the last read (check_values; Net.check_deferred)
+        self.deferred = None
         self.p = None
         if self.Params is not None:
             msg = getattr(spec, self.param_field) if self.param_field else spec
@@ -85,6 +88,24 @@ class Layer:
                 self.p = build_view(self.Params, msg)
             except ValueError as e:
                 raise LayerSetupError(str(e), field=getattr(e, "field", None)) from None
+
+    def check_values(self, first_bad, values, message) -> None:
+        """A data check (a label out of range): `first_bad` is the flat index of the first bad
+        element of `values`, or values' size when none is. On the CPU it is an int and the error
+        is raised now; on a device it is a 0-d tensor, kept (with the bad value) for the net to
+        read when it next syncs (Net.check_deferred), so no iteration waits for the device.
+        `message(value)` words the error."""
+        count = values.reshape(-1).shape[0]
+        if isinstance(first_bad, int):
+            if first_bad < count:
+                raise LayerSetupError(message(float(values.reshape(-1)[first_bad])))
+            return
+        bad = first_bad < count
+        value = values.reshape(-1)[first_bad.clamp(max=count - 1).reshape(1)]  # a copy
+        if self.deferred is not None:  # the earliest bad value since the last read wins
+            was_bad, was_value, _ = self.deferred
+            bad, value = was_bad | bad, was_value.where(was_bad, value)
+        self.deferred = (bad, value, message)
 
     # -- the contract ------------------------------------------------------------------------
     def setup(self, bottom: list[Blob], top: list[Blob]) -> None:

@@ -145,8 +145,7 @@ class SoftmaxWithLoss(Layer):
         ignore = self.p.ignore_label
         bad = kernels_for(x).softmax_labels(x.reshape(shape), labels, ignore or 0,
                                             ignore is not None, self.prob, picked, as_int, valid)
-        if bad < labels.shape[0] * labels.shape[1]:
-            raise LayerSetupError(out_of_range(float(labels.reshape(-1)[bad]), shape[1]))
+        self.check_values(bad, labels, lambda v: out_of_range(v, shape[1]))
         losses = -xp.log(xp.clip(picked, min=float(FLT_MIN)))
         self.labels, self.valid = as_int, valid  # for backward (bottom[1] is not changed)
         self.norm = self._normaliser(valid)

@@ -291,7 +291,9 @@ class Solver:
         self._unread.append((self.iter, loss, torch.isfinite(total)))
 
     def _read_finite(self) -> None:
-        """Read the device's finite flags kept since the last read (one host sync)."""
+        """Read the device's finite flags kept since the last read (one host sync), after the
+        layers' deferred data checks (a bad label explains a NaN)."""
+        self.net.check_deferred()
         if not self._unread:
             return
         import torch
@@ -354,6 +356,7 @@ class Solver:
         sums = {name: 0.0 for name in net.outputs}
         for _ in range(n):
             net.forward_layers()
+            net.check_deferred()
             for name in net.outputs:
                 sums[name] = sums[name] + net.blobs[name].data.astype(np.float64)
         means = {name: np.asarray(s) / n for name, s in sums.items()}
