@@ -12,7 +12,7 @@ from conftest import ROOT
 from netspec import TEST, TRAIN, Net, get_solver
 from netspec.db import write_datum_lmdb
 from netspec.device import gpu_available
-from netspec.errors import DivergedError
+from netspec.errors import DivergedError, SpecError
 from netspec.spec import read_solver
 
 torch = pytest.importorskip("torch", reason="the torch device needs netspec[gpu]")
@@ -257,19 +257,21 @@ input: "data" input_shape { dim: 4 dim: 5 }
 input: "label" input_shape { dim: 4 }
 layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
         inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+layer { name: "loss" type: "LOSS" bottom: "ip" bottom: "label" top: "loss" }
 """
 
 
-def test_a_label_out_of_range_on_the_device_is_the_cpus_error_read_at_the_next_sync():
+@pytest.mark.parametrize("kind", ["SoftmaxWithLoss", "Accuracy"])
+def test_a_label_out_of_range_on_the_device_is_the_cpus_error_read_at_the_next_sync(kind):
     errors = []
     for device in ("cpu", DEVICE):
-        net = Net(LABELLED, TRAIN, dtype=np.float64, seed=0, device=device)
+        net = Net(LABELLED.replace("LOSS", kind), TRAIN, dtype=np.float64, seed=0,
+                  device=device)
         net.blobs["data"].data[...] = 1.0
         net.blobs["label"].data[...] = [0, 2, 1, 1]
         net.forward()  # fine
         net.blobs["label"].data[...] = [0, 2, 7, 1]
-        with pytest.raises(Exception) as e:
+        with pytest.raises(SpecError) as e:
             net.forward_layers()  # the CPU raises at once; the device only records it
             assert device != "cpu"
             net.blobs["label"].data[...] = [0, 1, 1, 1]

@@ -118,8 +118,7 @@ def softmax_labels(x, labels, ignore, has_ignore, y, picked, as_int, valid):
     as_int.copy_(k)
     valid.copy_(counts)
     picked.copy_(torch.gather(y, 1, k[:, None, :])[:, 0, :])
-    flat = bad.reshape(-1)
-    return torch.where(flat.any(), flat.to(torch.uint8).argmax(), flat.numel())
+    return first_true(bad.reshape(-1))
 
 
 # -- inner product ------------------------------------------------------------------------------
@@ -463,6 +462,12 @@ def adam_step(g, m, v, rate, beta1, beta2, correction, eps):
 def add_rows(table, rows, values):
     """table[rows[i]] += values[i], repeated rows adding up (Embed's weight gradient)."""
     table.index_add_(0, rows.to(torch.int64), values)
+
+
+def first_true(flags):
+    """The index of the first True of a 1-d bool tensor, else its size, as a 0-d tensor (no
+    host read)."""
+    return torch.where(flags.any(), flags.to(torch.uint8).argmax(), flags.numel())
 
 
 def sum_squares(x):

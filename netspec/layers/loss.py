@@ -67,9 +67,11 @@ def label_positions(scores_shape, label_shape, axis, layer_type):
     return outer, inner
 
 
-def class_labels(bottom, outer: int, inner: int, axis: int, ignore_label: int | None):
+def class_labels(layer, bottom, outer: int, inner: int, axis: int, ignore_label: int | None):
     """bottom[1]'s labels as (outer, inner) ints (0 where ignored) and the mask of those that
-    count; a label outside [0, classes) is an error, not an index that wraps around."""
+    count; a label outside [0, classes) is an error, not an index that wraps around (raised by
+    layer.check_values: at once on the CPU, at the next read on a device, where the bad
+    labels are read as 0 meanwhile)."""
     labels = bottom[1].data.reshape(outer, inner)
     xp = xp_of(labels)
     finite = xp.isfinite(labels)
@@ -78,9 +80,9 @@ def class_labels(bottom, outer: int, inner: int, axis: int, ignore_label: int | 
         if ignore_label is None else as_int != ignore_label
     classes = bottom[0].shape[axis]
     bad = valid & ((as_int < 0) | (as_int >= classes) | ~finite)
-    if bool(xp.any(bad)):
-        raise LayerSetupError(out_of_range(float(labels[bad][0]), classes))
-    return xp.where(valid, as_int, xp.zeros_like(as_int)), valid
+    layer.check_values(kernels_for(bad).first_true(xp.reshape(bad, (-1,))), labels,
+                       lambda v: out_of_range(v, classes))
+    return xp.where(valid & ~bad, as_int, xp.zeros_like(as_int)), valid
 
 
 def valid_normaliser(mode: str, outer: int, inner: int, valid):
@@ -126,7 +128,7 @@ class SoftmaxWithLoss(Layer):
             top[1].reshape(scores)
 
     def _labels(self, bottom):
-        return class_labels(bottom, self.outer, self.inner, self.axis, self.p.ignore_label)
+        return class_labels(self, bottom, self.outer, self.inner, self.axis, self.p.ignore_label)
 
     def _normaliser(self, valid):
         return valid_normaliser(self.p.normalization, self.outer, self.inner, valid)
@@ -208,7 +210,7 @@ class Accuracy(Layer):
     def forward(self, bottom, top):
         scores = bottom[0].data.reshape(self.outer, -1, self.inner)
         xp = xp_of(scores)
-        safe, valid = class_labels(bottom, self.outer, self.inner, self.axis, self.p.ignore_label)
+        safe, valid = class_labels(self, bottom, self.outer, self.inner, self.axis, self.p.ignore_label)
         true_score = xp.take_along_axis(scores, safe[:, None, :], axis=1)
         better = xp.sum(xp.astype(scores >= true_score, xp.int64), axis=1) - 1  # not itself
         correct = (better < self.p.top_k) & valid

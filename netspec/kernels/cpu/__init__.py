@@ -1103,6 +1103,11 @@ def add_rows(table, rows, values):
     np.add.at(table, rows, values)
 
 
+def first_true(flags) -> int:
+    """The index of the first True of a 1-d bool array, else its size."""
+    return int(np.argmax(flags)) if flags.any() else flags.size
+
+
 def sum_squares(x) -> float:
     """sum(x^2) in float64 (gradient clipping's norm)."""
     return float(np.square(x, dtype=np.float64).sum())
