@@ -83,27 +83,15 @@ def netspec_train(case, device, seconds):
 def torch_train(case, device, seconds, compiled=False):
     import torch
     import netspec
-    from peers import TorchMirror
+    from peers import torch_training_step
     dev = netspec.device.resolve(device)
     net = netspec.Net(train_param(case), netspec.TRAIN, seed=1)
-    mirror = TorchMirror(net, train=True, device=dev.torch)
-    opt = torch.optim.SGD(mirror.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
-    loss_layer = net.layers[-1]
-    scores = net.bottom_names[loss_layer.name][0]
+    train = torch_training_step(net, dev.torch, compiled)
     xs, ys = batches(net.blobs["data"].shape, 10)
     xs = [torch.from_numpy(x) for x in xs]
     ys = [torch.from_numpy(y).long() for y in ys]
-
-    def loss_of(x, y):
-        out = mirror.forward({"data": x}, stop_before=loss_layer.name)[scores]
-        return torch.nn.functional.cross_entropy(out, y)
-    loss_fn = torch.compile(loss_of) if compiled else loss_of
-
-    def step(i):
-        opt.zero_grad()
-        loss_fn(xs[i % len(xs)].to(dev.torch), ys[i % len(ys)].to(dev.torch)).backward()
-        opt.step()
-    return rate(step, xs[0].shape[0], seconds, dev.synchronize)
+    return rate(lambda i: train(xs[i % len(xs)], ys[i % len(ys)]), xs[0].shape[0], seconds,
+                dev.synchronize)
 
 
 def infer_model(case, folder):

@@ -74,6 +74,29 @@ class TorchMirror:
         return blobs
 
 
+def torch_training_step(net, device="cpu", compiled=False):
+    """The PyTorch peer's training iteration on `net`'s mirror: SGD (lr 0.01, momentum 0.9,
+    weight decay 5e-4, as the netspec side) on softmax cross-entropy over the scores the last
+    (loss) layer reads; step(x, y) takes host tensors and moves them to `device`.
+    `compiled`: the forward and loss through torch.compile."""
+    import torch
+    mirror = TorchMirror(net, train=True, device=device)
+    opt = torch.optim.SGD(mirror.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
+    loss_layer = net.layers[-1]
+    scores = net.bottom_names[loss_layer.name][0]
+
+    def loss_of(x, y):
+        out = mirror.forward({"data": x}, stop_before=loss_layer.name)[scores]
+        return torch.nn.functional.cross_entropy(out, y)
+    loss_fn = torch.compile(loss_of) if compiled else loss_of
+
+    def step(x, y):
+        opt.zero_grad()
+        loss_fn(x.to(device), y.to(device)).backward()
+        opt.step()
+    return step
+
+
 def opencv_net(prototxt: str, caffemodel: str, threads: int):
     import cv2
     cv2.setNumThreads(threads)

@@ -130,24 +130,16 @@ def work_netspec(case, threads, seconds, model):
 def work_torch(case, threads, seconds, model):
     import torch  # before netspec: PyTorch keeps its own OpenMP settings
     import netspec
-    from peers import TorchMirror
+    from peers import TorchMirror, torch_training_step
     torch.set_num_threads(threads)
     if case in TRAIN:
         net = netspec.Net(train_net_param(case), netspec.TRAIN, seed=1)
-        mirror = TorchMirror(net, train=True)
-        opt = torch.optim.SGD(mirror.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
-        loss_layer = net.layers[-1]
-        scores_name = net.bottom_names[loss_layer.name][0]
+        train = torch_training_step(net)
         xs, ys = batches(net.blobs["data"].shape, 10)
         xs = [torch.from_numpy(x) for x in xs]
         ys = [torch.from_numpy(y).long() for y in ys]
-
-        def step(i):
-            opt.zero_grad()
-            scores = mirror.forward({"data": xs[i % len(xs)]}, stop_before=loss_layer.name)
-            torch.nn.functional.cross_entropy(scores[scores_name], ys[i % len(ys)]).backward()
-            opt.step()
-        return timed(step, xs[0].shape[0], seconds, 3)
+        return timed(lambda i: train(xs[i % len(xs)], ys[i % len(ys)]), xs[0].shape[0],
+                     seconds, 3)
     net = netspec.Net(model[0], netspec.TEST, weights=model[1])
     mirror = TorchMirror(net)
     xs, _ = batches(net.blobs["data"].shape, 1000)

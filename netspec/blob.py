@@ -97,9 +97,16 @@ class Blob:
         shape = tuple(int(s) for s in shape)
         if any(s < 0 for s in shape):
             raise ValueError(f"negative dimension in blob shape {shape}")
-        if shape != self.data.shape:
-            self.data = buffer(shape, self.data.dtype)
-            self.diff = buffer(shape, self.data.dtype)
+        if shape != self.shape:
+            self._allocate(shape)
+
+    def _allocate(self, shape: tuple) -> None:
+        self.data = buffer(shape, self.data.dtype)
+        self.diff = buffer(shape, self.data.dtype)
+
+    def will_overwrite(self) -> None:
+        """The next write replaces all of `data` (a data layer's batch): one array, nothing to
+        do (DeviceBlob skips fetching the device copy)."""
 
     def to_proto(self, write_diff: bool = False) -> pb.BlobProto:
         """Caffe's BlobProto: shape plus float `data` (float32) or `double_data` (float64)."""
@@ -131,9 +138,10 @@ class DeviceBlob(Blob):
     def __init__(self, shape=(), dtype=np.float32, device=None):
         self.device = device if device is not None else placement.get()
         self._dtype = np.dtype(dtype)
-        self._set_shape(tuple(int(s) for s in shape))
+        self._allocate(tuple(int(s) for s in shape))
 
-    def _set_shape(self, shape):
+    def _allocate(self, shape: tuple) -> None:
+        """Both copies are made when first asked for."""
         check_fits(shape, self._dtype)
         self._shape = shape
         self._host, self._dev = [None, None], [None, None]
@@ -146,9 +154,7 @@ class DeviceBlob(Blob):
         arr = self._dev[k]
         if arr is None:
             arr = self._dev[k] = device_zeros(self._shape, self._dtype, self.device)
-            if self._head[k] == "host":
-                arr.copy_(_as_tensor(self._host[k]))
-        elif self._head[k] == "host":
+        if self._head[k] == "host":
             arr.copy_(_as_tensor(self._host[k]), non_blocking=True)
         self._head[k] = "device"
         return arr
@@ -159,9 +165,7 @@ class DeviceBlob(Blob):
             return buffer(self._shape, self._dtype)
         if arr is None:
             arr = self._host[k] = np.zeros(self._shape, self._dtype)
-            if self._head[k] == "device":
-                _as_tensor(arr).copy_(self._dev[k])
-        elif self._head[k] == "device":
+        if self._head[k] == "device":
             _as_tensor(arr).copy_(self._dev[k])
         self._head[k] = "host"
         return arr
@@ -169,7 +173,7 @@ class DeviceBlob(Blob):
     def _assign(self, k: int, value) -> None:
         """`blob.data = array` (Split sharing, user code): the given side becomes current."""
         if tuple(value.shape) != self._shape:
-            self._set_shape(tuple(value.shape))
+            self._allocate(tuple(value.shape))
         if isinstance(value, np.ndarray):
             self._host[k], self._head[k] = value, "host"
         else:
@@ -189,15 +193,6 @@ class DeviceBlob(Blob):
     @property
     def dtype(self):
         return self._dtype
-
-    def reshape(self, *shape) -> None:
-        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
-            shape = shape[0]
-        shape = tuple(int(s) for s in shape)
-        if any(s < 0 for s in shape):
-            raise ValueError(f"negative dimension in blob shape {shape}")
-        if shape != self._shape:
-            self._set_shape(shape)
 
     def will_overwrite(self) -> None:
         """The next host write replaces all of `data` (a data layer's batch): the device copy

@@ -202,20 +202,19 @@ on_device: ContextVar[Device | None] = ContextVar("on_device", default=None)
 
 
 @contextmanager
+def _holding(var: ContextVar, device: Device | None):
+    token = var.set(device if device is not None and device.is_torch else None)
+    try:
+        yield
+    finally:
+        var.reset(token)
+
+
 def placed(device: Device | None):
     """Blobs and buffers created inside belong to `device` (None or CPU: plain numpy)."""
-    token = placement.set(device if device is not None and device.is_torch else None)
-    try:
-        yield
-    finally:
-        placement.reset(token)
+    return _holding(placement, device)
 
 
-@contextmanager
 def running_on(device: Device | None):
     """Blob accessors inside give `device`'s arrays (None: the host's)."""
-    token = on_device.set(device if device is not None and device.is_torch else None)
-    try:
-        yield
-    finally:
-        on_device.reset(token)
+    return _holding(on_device, device)

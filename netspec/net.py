@@ -301,62 +301,37 @@ class Net:
 
         As Caffe's Layer::Forward, a layer is reshaped first when its bottoms changed shape
         (an input blob reshaped, or a layer upstream that made a new shape); Python layers
-        are reshaped before every forward, as Caffe does for every layer."""
-        if self.device.is_torch:
-            return self._forward_on_device(start, end)
+        are reshaped before every forward, as Caffe does for every layer. On a torch device
+        each layer runs in its place (the device, or the host for data, Python and the other
+        host-only layers), the blobs synced between them as they are asked for, and the loss
+        stays on the device (a 0-d tensor): nothing waits for the device until the log or a
+        test needs a number."""
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
         ran_to = -1  # the last follower a fused head ran (netspec/fusion.py)
         for i in range(start, end + 1):
             layer, bottoms, tops = self.layers[i], self.bottom_ids[i], self.top_ids[i]
-            try:
-                self._reshape_if_needed(i)
-                chain = self._fused.get(i, ())
-                if i <= ran_to:
-                    continue
-                if chain and chain[-1] <= end and layer.forward_fused(
-                        bottoms, tops, [self.layers[j] for j in chain]):
-                    ran_to = chain[-1]  # followers reshape in their turn: in place, no change
-                    continue
-                layer.forward(bottoms, tops)
-            except LayerSetupError as e:  # bad data met at run time, e.g. a label too large
-                raise self._error(i, str(e), e.field) from None
-            for w, top in zip(self.loss_weights[i], tops):
-                if w:
-                    loss += w * float(top.data.sum())
-        return loss
-
-    def _forward_on_device(self, start: int, end: int | None):
-        """forward_layers on a torch device: each layer in its place (device, or the host for
-        data, Python and other host-only layers), the blobs synced between them as they are
-        asked for. The loss stays on the device (a 0-d tensor): nothing waits for the device
-        until the log or a test needs a number."""
-        end = len(self.layers) - 1 if end is None else end
-        loss = 0.0
-        ran_to = -1
-        for i in range(start, end + 1):
-            layer, bottoms, tops = self.layers[i], self.bottom_ids[i], self.top_ids[i]
-            where = self._where[i]
             if layer.is_data:
                 for top in tops:  # a new batch replaces the old: nothing to fetch first
                     top.will_overwrite()
             try:
-                with running_on(where):
+                with running_on(self._where[i]):
                     self._reshape_if_needed(i)
                     if i <= ran_to:
                         continue
                     chain = self._fused.get(i, ())
                     if chain and chain[-1] <= end and layer.forward_fused(
                             bottoms, tops, [self.layers[j] for j in chain]):
-                        ran_to = chain[-1]
+                        ran_to = chain[-1]  # followers reshape in their turn: in place
                         continue
                     layer.forward(bottoms, tops)
-            except LayerSetupError as e:
+            except LayerSetupError as e:  # bad data met at run time, e.g. a label too large
                 raise self._error(i, str(e), e.field) from None
             for w, top in zip(self.loss_weights[i], tops):
                 if w:
                     with running_on(self.device):
-                        loss = loss + w * top.data.sum()
+                        total = top.data.sum()
+                    loss = loss + w * (total if self.device.is_torch else float(total))
         return loss
 
     def _reshape_if_needed(self, i: int) -> None:

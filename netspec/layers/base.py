@@ -177,6 +177,12 @@ def xp_of(*arrays):
     return array_namespace(*arrays)
 
 
+def xp_device(x):
+    """The device an array lives on, as its namespace's creation functions take it."""
+    from array_api_compat import device
+    return device(x)
+
+
 def copy_of(array):
     """A copy of a numpy array or a torch tensor."""
     return array.copy() if isinstance(array, np.ndarray) else array.clone()

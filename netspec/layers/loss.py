@@ -8,8 +8,7 @@ from ..kernels import kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
-from .base import Layer, LayerSetupError, canonical_axis, xp_of
-from .normalization import xp_device
+from .base import Layer, LayerSetupError, canonical_axis, xp_device, xp_of
 from .common import softmax
 
 FLT_MIN = np.float32(np.finfo(np.float32).tiny)  # Caffe clamps p at FLT_MIN: loss <= 87.3365

@@ -9,7 +9,7 @@ from ..kernels import absent, kernels_for
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
 from ..registry import register_layer
-from .base import Layer, LayerSetupError, canonical_axis, copy_of, xp_of
+from .base import Layer, LayerSetupError, canonical_axis, copy_of, xp_device, xp_of
 
 
 def _channel_view(v: np.ndarray, ndim: int) -> np.ndarray:
@@ -302,11 +302,6 @@ class LRNView(ParamView):
         if self.local_size % 2 == 0:
             raise ValueError(f"local_size must be odd. Received: local_size={self.local_size}")
         return self
-
-
-def xp_device(x):
-    from array_api_compat import device
-    return device(x)
 
 
 def zero_padded(xp, v, axis: int, before: int, after: int):

@@ -277,9 +277,7 @@ class Solver:
         iteration and read by _read_finite at display, test and snapshot time (and at the end),
         so the stop names the exact iteration and no snapshot holds the NaN."""
         if not self.device.is_torch:
-            bad_grad = next((info for info in self.net.learnable_params
-                             if not np.isfinite(np.sum(info.blob.diff, dtype=np.float64))),
-                            None)
+            bad_grad = self._first_bad_gradient()
             if math.isfinite(loss) and bad_grad is None:
                 return
             self._diverged(self.iter, loss, bad_grad)
@@ -303,11 +301,16 @@ class Solver:
             return
         first = int(np.argmin(ok))
         iteration, loss, _ = unread[first]
-        bad_grad = next((info for info in self.net.learnable_params
-                         if not np.isfinite(np.sum(info.blob.diff, dtype=np.float64))), None)
+        bad_grad = self._first_bad_gradient()
         self._diverged(iteration, float(loss), bad_grad,
                        f" (seen at iteration {self.iter}, the first read of the device since)"
                        if iteration != self.iter else "")
+
+    def _first_bad_gradient(self):
+        """The first learnable parameter whose gradient is NaN or infinite (host copies), or
+        None."""
+        return next((info for info in self.net.learnable_params
+                     if not np.isfinite(np.sum(info.blob.diff, dtype=np.float64))), None)
 
     def _diverged(self, iteration: int, loss: float, bad_grad, seen: str = "") -> None:
         """The DivergedError: name the first layer whose output (or, failing that, whose
