@@ -10,7 +10,9 @@ demo: install data/mnist/.ready  ## install, fetch MNIST, train LeNet (10,000 it
 	$(NETSPEC) train models/lenet/lenet_solver.prototxt
 
 test: install-test data/mnist/.ready  ## install test extras, run the whole suite
-	$(PY) -m pytest -q
+	@echo "device conformance (every layer case on cpu, torch-cpu, and cuda / mps where present):"
+	$(PY) -m pytest -q tests/test_devices.py
+	$(PY) -m pytest -q --ignore=tests/test_devices.py
 
 # setuptools prints a boxed notice on every editable install ("Editable installation.");
 # it is not a problem here, and it hid real messages

@@ -104,6 +104,9 @@ class Blob:
         self.data = buffer(shape, self.data.dtype)
         self.diff = buffer(shape, self.data.dtype)
 
+    def pin_host(self) -> None:
+        """One array: nothing to pin (DeviceBlob pins its host copy on CUDA)."""
+
     def will_overwrite(self) -> None:
         """The next write replaces all of `data` (a data layer's batch): one array, nothing to
         do (DeviceBlob skips fetching the device copy)."""
@@ -133,19 +136,44 @@ class DeviceBlob(Blob):
     data and Python layers, snapshots) the host copy. Either access makes that side the current
     one, as Caffe's mutable_cpu_data / mutable_gpu_data do: the other side is copied over only
     when it is next asked for, and only if it changed."""
-    __slots__ = ("device", "_shape", "_dtype", "_host", "_dev", "_head")
+    __slots__ = ("device", "_shape", "_dtype", "_host", "_dev", "_head", "_pinned", "_copying")
 
     def __init__(self, shape=(), dtype=np.float32, device=None):
         self.device = device if device is not None else placement.get()
         self._dtype = np.dtype(dtype)
+        self._pinned = False
         self._allocate(tuple(int(s) for s in shape))
+
+    def pin_host(self) -> None:
+        """Keep the host copy in page-locked memory (CUDA only), for a blob a host layer fills
+        every batch (a data layer's top, Caffe's pinned prefetch buffers): its copy to the
+        device is then asynchronous, and the host runs on instead of waiting for the GPU."""
+        if getattr(self.device.torch, "type", None) != "cuda":
+            return
+        self._pinned = True
+        for k in (0, 1):
+            if self._host[k] is not None:
+                self._host[k] = self._new_host(self._host[k])
+
+    def _new_host(self, like=None) -> np.ndarray:
+        if not self._pinned:
+            return np.zeros(self._shape, self._dtype)
+        import torch
+        arr = torch.zeros(self._shape, dtype=torch_dtype(self._dtype), pin_memory=True).numpy()
+        if like is not None:
+            arr[...] = like
+        return arr
 
     def _allocate(self, shape: tuple) -> None:
         """Both copies are made when first asked for."""
         check_fits(shape, self._dtype)
+        for event in getattr(self, "_copying", ()):
+            if event is not None:  # a copy still reads the buffer about to be dropped
+                event.synchronize()
         self._shape = shape
         self._host, self._dev = [None, None], [None, None]
         self._head = [None, None]  # "host", "device", or None: both zero (not yet made)
+        self._copying = [None, None]  # CUDA events: an asynchronous copy still reads _host[k]
 
     def _side(self, k: int):
         device = on_device.get()
@@ -156,6 +184,10 @@ class DeviceBlob(Blob):
             arr = self._dev[k] = device_zeros(self._shape, self._dtype, self.device)
         if self._head[k] == "host":
             arr.copy_(_as_tensor(self._host[k]), non_blocking=True)
+            if self._pinned:  # the host must not rewrite the buffer before the copy has read it
+                import torch
+                self._copying[k] = torch.cuda.Event()
+                self._copying[k].record(torch.cuda.current_stream(arr.device))
         self._head[k] = "device"
         return arr
 
@@ -164,7 +196,10 @@ class DeviceBlob(Blob):
         if _shapes_only.get() and arr is None:
             return buffer(self._shape, self._dtype)
         if arr is None:
-            arr = self._host[k] = np.zeros(self._shape, self._dtype)
+            arr = self._host[k] = self._new_host()
+        if self._copying[k] is not None:  # (waits only for that copy, not for the GPU's work)
+            self._copying[k].synchronize()
+            self._copying[k] = None
         if self._head[k] == "device":
             _as_tensor(arr).copy_(self._dev[k])
         self._head[k] = "host"
@@ -199,7 +234,7 @@ class DeviceBlob(Blob):
         is not fetched first."""
         if self._head[0] == "device":
             if self._host[0] is None:
-                self._host[0] = np.zeros(self._shape, self._dtype)
+                self._host[0] = self._new_host()
             self._head[0] = "host"
 
     def __repr__(self) -> str:

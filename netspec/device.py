@@ -218,3 +218,41 @@ def placed(device: Device | None):
 def running_on(device: Device | None):
     """Blob accessors inside give `device`'s arrays (None: the host's)."""
     return _holding(on_device, device)
+
+
+# -- random draws on a device ------------------------------------------------------------------
+def seed_from(rng) -> int:
+    """A seed for a device generator taken from a numpy Generator without advancing it, so a
+    net's host stream (fillers, crops, shuffles) is the same on every device."""
+    import copy
+    return int(copy.deepcopy(rng).integers(0, 2 ** 63))
+
+
+def random_generator(where, seed: int):
+    """The torch.Generator on `where` (a Device or a torch.device) that Dropout and STOCHASTIC
+    pooling draw from (no host draw, no copy per iteration); None for the numba CPU module,
+    which draws from numpy."""
+    where = where.torch if isinstance(where, Device) else where
+    if where is None:
+        return None
+    g = _torch().Generator(device=where)
+    g.manual_seed(seed)
+    return g
+
+
+def generator_state(g) -> dict:
+    """A generator's state for a snapshot (JSON: the device type and the state's bytes)."""
+    import base64
+    return {"device": g.device.type,
+            "state": base64.b64encode(g.get_state().numpy().tobytes()).decode()}
+
+
+def restore_generator(g, saved: dict) -> bool:
+    """Continue `g` from a snapshot's state; False (g untouched) when it was saved on another
+    kind of device, whose generator is another algorithm."""
+    import base64
+    if g is None or saved.get("device") != g.device.type:
+        return False
+    torch = _torch()
+    g.set_state(torch.frombuffer(bytearray(base64.b64decode(saved["state"])), dtype=torch.uint8))
+    return True

@@ -39,12 +39,12 @@ def check_layer(layer: Layer, bottom: list[Blob], top: list[Blob], *, step: floa
     rng = np.random.default_rng(seed)
     if rerun_setup:
         layer.setup(bottom, top)
-    stream = layer.rng.bit_generator.state  # replayed so random layers draw the same mask
+    stream = layer.random_state()  # replayed so random layers draw the same mask
     layer.forward(bottom, top)
     weights = [rng.standard_normal(t.shape) for t in top]
 
     def run_forward():
-        layer.rng.bit_generator.state = stream
+        layer.set_random_state(stream)
         layer.forward(bottom, top)
 
     def objective() -> float:

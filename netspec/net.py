@@ -8,7 +8,7 @@ import numpy as np
 
 from .blob import Blob, proto_array
 from .compat import default_rng
-from .device import placed, resolve, running_on
+from .device import placed, random_generator, resolve, running_on, seed_from
 from . import fusion
 from .errors import DataError, SpecError, WeightsError
 from .graph import filter_net, insert_splits
@@ -36,13 +36,13 @@ class Net:
     """A network built from a spec, as pycaffe's caffe.Net.
 
     Net(model, phase, weights=None, *, stages=(), level=0, dtype=np.float32, rng=None,
-    device=None) also accepts pycaffe's older Net(model, weights, phase). `model` is a file,
+    device=None, device_rng=None) also accepts pycaffe's older Net(model, weights, phase). `model` is a file,
     prototxt text or a NetParameter; `device` a name ("cpu", "cuda:0", "mps", "torch-cpu"),
     Caffe's GPU number, or None for the process's mode (set_mode_gpu / set_device)."""
 
     def __init__(self, model, phase=None, weights=None, *, stages=(), level: int = 0,
                  dtype=np.float32, rng: np.random.Generator | None = None, seed: int | None = None,
-                 device=None):
+                 device=None, device_rng=None):
         if isinstance(phase, (str, os.PathLike)):  # pycaffe's Net(model, weights, phase)
             phase, weights = weights, phase
         self.phase = TEST if phase is None else int(phase)
@@ -53,6 +53,10 @@ class Net:
         #: where the net runs (device.Device); layers without a device implementation run on
         #: the host beside it, as Caffe's Forward_gpu falls back to Forward_cpu
         self.device = resolve(device)
+        #: the device's torch.Generator (Dropout, STOCHASTIC pooling draw there): a solver
+        #: shares its own between its nets, as it shares rng
+        self.device_rng = device_rng if device_rng is not None else \
+            random_generator(self.device, seed_from(self.rng))
         param, self.source = read_net(model)
         if param.layers:
             logger.warning("%s uses Caffe's deprecated V1/V0 layer format: upgraded on load "
@@ -125,6 +129,7 @@ class Net:
                                      if self.source.file else None)
             try:
                 layer = cls(lp, self.phase, self.dtype, self.rng)
+                layer.device_rng = self.device_rng
             except LayerSetupError as e:
                 raise self._error(i, str(e), e.field) from None
             finally:
@@ -147,6 +152,9 @@ class Net:
                     rewritten.get(name, -1) < i for name in (*lp.bottom, *lp.top))
             self._where.append(self.device if self.device.is_torch and layer.runs_on_device
                                else None)
+            if self.device.is_torch and self._where[-1] is None:
+                for t in tops:  # filled on the host every batch: copied without a wait
+                    t.pin_host()
             try:
                 with running_on(self._where[-1]):
                     layer.setup(bottoms, tops)

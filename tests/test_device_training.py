@@ -18,7 +18,7 @@ from netspec.spec import read_solver
 torch = pytest.importorskip("torch", reason="the torch device needs netspec[gpu]")
 DEVICE = "torch-cpu"
 
-NET = """
+NET_TEMPLATE = """
 name: "small"
 layer { name: "data" type: "Data" top: "data" top: "label"
         transform_param { scale: 0.00390625 }
@@ -30,15 +30,19 @@ layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
 layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
 layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool"
         pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
-layer { name: "drop" type: "Dropout" bottom: "pool" top: "pool"
-        dropout_param { dropout_ratio: 0.25 } }
-layer { name: "ip" type: "InnerProduct" bottom: "pool" top: "ip"
+{dropout}layer { name: "ip" type: "InnerProduct" bottom: "pool" top: "ip"
         inner_product_param { num_output: 3
           weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "gaussian" } } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
 layer { name: "acc" type: "Accuracy" bottom: "ip" bottom: "label" top: "acc"
         include { phase: TEST } }
 """
+#: the cross-device equalities run without Dropout: a device draws its masks from its own
+#: generator (as Caffe's curand differs from its CPU stream)
+NET = NET_TEMPLATE.replace("{dropout}", "")
+DROPOUT_NET = NET_TEMPLATE.replace("{dropout}", """layer { name: "drop" type: "Dropout" bottom: "pool" top: "pool"
+        dropout_param { dropout_ratio: 0.25 } }
+""")
 SOLVER = dict(net='"net.prototxt"', base_lr=0.05, lr_policy='"fixed"', momentum=0.9,
               weight_decay=0.01, max_iter=20, random_seed=5, snapshot_prefix='"snap"',
               snapshot_after_train="false", test_iter=2, test_interval=10, display=5)
@@ -55,6 +59,7 @@ def folder(tmp_path, monkeypatch):
     images = rng.integers(0, 256, (32, 1, 8, 8), dtype=np.uint8)
     write_datum_lmdb(str(tmp_path / "items_lmdb"), images, rng.integers(0, 3, 32))
     (tmp_path / "net.prototxt").write_text(NET)
+    (tmp_path / "dropout.prototxt").write_text(DROPOUT_NET)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -118,6 +123,32 @@ def test_a_snapshot_resumes_on_the_other_device_to_the_same_weights(folder, firs
     resumed = trained(path, then, resume="snap_iter_10.solverstate")
     assert resumed.iter == 20
     assert_same_weights(straight, resumed)
+
+
+@pytest.mark.parametrize("device", ["cpu", DEVICE])
+def test_a_dropout_net_resumes_bit_exact_on_the_same_device(folder, device):
+    """The device generator's state rides in the snapshot: 10 + 10 iterations equal 20."""
+    path = write_solver(folder, net='"dropout.prototxt"', snapshot=10)
+    straight = trained(path, device)
+    trained(path, device, iters=10)
+    resumed = trained(path, device, resume="snap_iter_10.solverstate")
+    assert_same_weights(straight, resumed, rtol=0)
+    if device != "cpu":  # and the masks came from the device, not numpy
+        assert straight.device_rng is not None
+        assert straight.net.layer_dict["drop"].device_rng is straight.device_rng
+
+
+@pytest.mark.parametrize("first,then", [("cpu", DEVICE), (DEVICE, "cpu")])
+def test_a_dropout_net_moves_between_devices(folder, caplog, first, then):
+    """Resumed on another kind of device: the weights, history and host stream carry over;
+    a device stream the snapshot lacks starts anew, said in the log."""
+    path = write_solver(folder, net='"dropout.prototxt"', snapshot=10)
+    trained(path, first, iters=10)
+    caplog.set_level("INFO")
+    resumed = trained(path, then, resume="snap_iter_10.solverstate")
+    assert resumed.iter == 20
+    assert ("holds no random stream for torch-cpu" in caplog.text) == (then == DEVICE)
+    assert all(np.isfinite(p.blob.data).all() for p in resumed.net.learnable_params)
 
 
 def test_snapshots_are_the_same_bytes_from_either_device(folder):
@@ -261,7 +292,7 @@ layer { name: "loss" type: "LOSS" bottom: "ip" bottom: "label" top: "loss" }
 """
 
 
-@pytest.mark.parametrize("kind", ["SoftmaxWithLoss", "Accuracy"])
+@pytest.mark.parametrize("kind", ["SoftmaxWithLoss", "Accuracy", "MultinomialLogisticLoss"])
 def test_a_label_out_of_range_on_the_device_is_the_cpus_error_read_at_the_next_sync(kind):
     errors = []
     for device in ("cpu", DEVICE):
@@ -279,3 +310,31 @@ def test_a_label_out_of_range_on_the_device_is_the_cpus_error_read_at_the_next_s
             net.check_deferred()
         errors.append(str(e.value))
     assert errors[0] == errors[1] and "loss" in errors[0] and "7" in errors[0], errors
+
+
+EMBEDDED = """
+name: "embedded"
+input: "words" input_shape { dim: 4 }
+layer { name: "embed" type: "Embed" bottom: "words" top: "vectors"
+        embed_param { num_output: 3 input_dim: 5 weight_filler { type: "xavier" } } }
+"""
+
+
+@pytest.mark.parametrize("bad", [5.0, -1.0, 5.5, float("nan")])
+def test_an_embed_index_out_of_range_is_the_same_error_on_either_device(bad):
+    """Caffe's Embed checks every index is in [0, input_dim) (truncated): the CPU at once,
+    the device at its next read (meanwhile it reads row 0, never outside the table)."""
+    errors = []
+    for device in ("cpu", DEVICE):
+        net = Net(EMBEDDED, TEST, dtype=np.float64, seed=0, device=device)
+        net.blobs["words"].data[...] = [0, 4, 1, 2]
+        net.forward()
+        np.testing.assert_array_equal(net.blobs["vectors"].data[1],
+                                      net.params["embed"][0].data[4])
+        net.blobs["words"].data[...] = [0, 1, bad, 2]
+        with pytest.raises(SpecError) as e:
+            net.forward_layers()
+            assert device != "cpu"
+            net.check_deferred()
+        errors.append(str(e.value))
+    assert errors[0] == errors[1] and "embed" in errors[0] and "input_dim" in errors[0], errors

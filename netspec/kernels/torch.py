@@ -73,9 +73,14 @@ def swish_grad(y, s, dy, beta, dx):
     dx.copy_(dy * (by + s * (1 - by)))
 
 
+def uniform(shape, like, generator):
+    """Uniform [0, 1) draws on like's device from its generator (Layer.uniform)."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
 def dropout(x, u, ratio, scale, y, mask):
-    """u: the uniform draws (from the layer's generator, the CPU module's very numbers)."""
-    u = _to(u, x.device, torch.float64)
+    """u: the layer's uniform draws, on the device (Layer.uniform)."""
     mask.copy_(u >= ratio)
     y.copy_(torch.where(mask, x * float(scale), torch.zeros((), dtype=x.dtype, device=x.device)))
 
@@ -88,13 +93,6 @@ def dropout_grad(dy, mask, scale, dx):
 def add_relu(a, b, slope, y):
     s = a + b
     y.copy_(torch.where(s > 0, s, s * float(slope)))
-
-
-def _to(a, device, dtype=None):
-    """A host array (numpy) or tensor as a tensor on `device`."""
-    if isinstance(a, np.ndarray):
-        a = torch.from_numpy(np.ascontiguousarray(a))
-    return a.to(device=device, dtype=dtype if dtype is not None else a.dtype)
 
 
 # -- softmax ------------------------------------------------------------------------------------
@@ -323,7 +321,7 @@ def stochastic_pool_train(x, kh, kw, sh, sw, uniform, y, mask):
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
     cols = _windows(x, kh, kw, sh, sw, 0, 0, oh, ow)                 # (NC, K, L)
-    u = _to(uniform, x.device, x.dtype).reshape(n * c, 1, -1)
+    u = uniform.reshape(n * c, 1, -1)
     threshold = u * cols.sum(dim=1, keepdim=True)
     reached = torch.cumsum(cols, dim=1) >= threshold
     arg = reached.to(torch.uint8).argmax(dim=1)                       # first reached (else 0)

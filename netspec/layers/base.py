@@ -11,9 +11,9 @@ from typing import ClassVar
 import numpy as np
 
 from ..blob import Blob, is_shapes_only
-from ..device import running_on
+from ..device import random_generator, running_on, seed_from
 from ..fillers import fill
-from ..kernels import flat
+from ..kernels import flat, kernels_for
 from ..params import ParamView, build_view
 from ..proto import netspec_pb2 as pb
 
@@ -77,6 +77,9 @@ class Layer:
         self.phase = phase
         self.dtype = np.dtype(dtype)
         self.rng = rng if rng is not None else np.random.default_rng()
+        #: on a torch device, the torch.Generator random layers draw from (the net's; made from
+        #: rng on first use when the layer runs alone)
+        self.device_rng = None
         self.blobs: list[Blob] = BlobList(self.dtype)
         #: on a torch device, the data check not read yet: (bad, first bad value, message) over
         #: every forward since the last read (check_values; Net.check_deferred)
@@ -96,6 +99,8 @@ class Layer:
         read when it next syncs (Net.check_deferred), so no iteration waits for the device.
         `message(value)` words the error."""
         count = values.reshape(-1).shape[0]
+        if count == 0:
+            return
         if isinstance(first_bad, int):
             if first_bad < count:
                 raise LayerSetupError(message(float(values.reshape(-1)[first_bad])))
@@ -106,6 +111,27 @@ class Layer:
             was_bad, was_value, _ = self.deferred
             bad, value = was_bad | bad, was_value.where(was_bad, value)
         self.deferred = (bad, value, message)
+
+    def uniform(self, shape, like):
+        """Uniform [0, 1) draws of `shape` where `like` lives: from rng on the host, from the
+        device's generator on a device (Caffe's caffe_rng_uniform / curand)."""
+        if isinstance(like, np.ndarray):
+            return self.rng.random(shape)
+        if self.device_rng is None:
+            self.device_rng = random_generator(like.device, seed_from(self.rng))
+        return kernels_for(like).uniform(shape, like, self.device_rng)
+
+    def random_state(self):
+        """Both streams' state, to replay a random forward (gradcheck)."""
+        return (self.rng.bit_generator.state,
+                None if self.device_rng is None else self.device_rng.get_state())
+
+    def set_random_state(self, state) -> None:
+        self.rng.bit_generator.state = state[0]
+        if state[1] is None:
+            self.device_rng = None  # remade from rng, as on the first draw
+        else:
+            self.device_rng.set_state(state[1])
 
     # -- the contract ------------------------------------------------------------------------
     def setup(self, bottom: list[Blob], top: list[Blob]) -> None:

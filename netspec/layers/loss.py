@@ -380,7 +380,8 @@ class MultinomialLogisticLoss(Layer):
     def forward(self, bottom, top):
         p = bottom[0].data.reshape(bottom[0].shape[0], -1)
         xp = xp_of(p)
-        self.onehot = label_onehot(xp, bottom[1].data, p)
+        labels, _ = class_labels(self, bottom, p.shape[0], 1, 1, None)
+        self.onehot = label_onehot(xp, labels, p)
         picked = xp.sum(xp.where(self.onehot, p, xp.zeros_like(p)), axis=1, keepdims=True)
         self.picked = xp.clip(picked, min=LOG_THRESHOLD)
         top[0].data[...] = -xp.sum(xp.log(self.picked)) / self.n

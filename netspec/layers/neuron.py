@@ -126,7 +126,7 @@ class Dropout(Neuron):
     def forward(self, bottom, top):
         x = bottom[0].data
         if self.phase == 0:  # TRAIN: one uniform draw per value
-            kernels_for(x).dropout(flat(x), self.rng.random(bottom[0].count), self.p.dropout_ratio,
+            kernels_for(x).dropout(flat(x), self.uniform(bottom[0].count, x), self.p.dropout_ratio,
                                    self.scale, flat(top[0].data), flat(self.mask))
         else:
             top[0].data[...] = x

@@ -475,11 +475,15 @@ class Embed(Layer):
         top[0].reshape(*bottom[0].shape, self.p.num_output)
 
     def forward(self, bottom, top):
-        xp = xp_of(bottom[0].data)
-        idx = xp.astype(bottom[0].data, xp.int64)
-        if idx.shape[0] and bool(xp.any((idx < 0) | (idx >= self.p.input_dim))):
-            raise LayerSetupError(f"index out of range [0, {self.p.input_dim})")
-        self.idx = idx
+        x = bottom[0].data
+        xp = xp_of(x)
+        finite = xp.isfinite(x)
+        idx = xp.astype(xp.where(finite, x, xp.full_like(x, -1)), xp.int64)
+        bad = (idx < 0) | (idx >= self.p.input_dim)  # (truncated, as Caffe's static_cast)
+        dim = self.p.input_dim
+        self.check_values(kernels_for(bad).first_true(xp.reshape(bad, (-1,))), x,
+                          lambda v: f"index {v:g} is out of range [0, {dim}) (input_dim)")
+        self.idx = idx = xp.where(bad, xp.zeros_like(idx), idx)  # a device reads 0 meanwhile
         y = self.blobs[0].data[idx]
         top[0].data[...] = y + self.blobs[1].data if self.p.bias_term else y
 

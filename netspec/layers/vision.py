@@ -316,7 +316,7 @@ class Pooling(Layer):
         elif self.p.pool == "AVE":
             kernels.ave_pool(x, *self.window(), *pads, y)
         elif self.phase == 0:  # STOCHASTIC, TRAIN: one random draw per output
-            kernels.stochastic_pool_train(x, *self.window(), self.rng.random(y.shape), y,
+            kernels.stochastic_pool_train(x, *self.window(), self.uniform(y.shape, x), y,
                                           self.mask)
         else:
             kernels.stochastic_pool_test(x, *self.window(), y)
@@ -368,6 +368,7 @@ class SPP(Layer):
             pp.pad_h, pp.pad_w = (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
             try:
                 pool = Pooling(spec, self.phase, self.dtype, self.rng)
+                pool.device_rng = self.device_rng
             except LayerSetupError as e:
                 raise LayerSetupError(f"level {level} ({bins}x{bins} bins of {h}x{w}): {e}")
             out = Blob((), self.dtype)

@@ -17,7 +17,8 @@ import numpy as np
 
 from ..blob import Blob
 from ..compat import default_rng
-from ..device import placed, resolve, running_on
+from ..device import (generator_state, placed, random_generator, resolve, restore_generator,
+                      running_on, seed_from)
 from ..errors import DivergedError, NetspecError, SpecError, WeightsError
 from ..kernels import flat, kernels_for, scalar_like
 from ..log import logger
@@ -77,6 +78,9 @@ class Solver:
         #: process's mode (set_mode_gpu / set_device). The file's solver_mode is the tool's
         #: business (cli.py), as in Caffe.
         self.device = resolve(device)
+        #: the device's generator, shared by the nets as rng is (per rank: seeded from the
+        #: rank's own stream); its state rides in the snapshot
+        self.device_rng = random_generator(self.device, seed_from(self.rng))
         self.net = self._train_net()
         self.test_nets = self._test_nets()
         self.iter = 0
@@ -138,7 +142,8 @@ class Solver:
                                 line=field_line(self.source.text, 1, field), field=field)
             model = self._path(model)
         return Net(model, TRAIN, stages=list(p.train_state.stage), level=p.train_state.level,
-                   dtype=self.dtype, rng=self.rng, device=self.device)
+                   dtype=self.dtype, rng=self.rng, device=self.device,
+                   device_rng=self.device_rng)
 
     def _test_nets(self) -> list[Net]:
         p = self.param
@@ -155,7 +160,8 @@ class Solver:
         for i, model in enumerate(models):
             state = p.test_state[i] if i < len(p.test_state) else pb.NetState()
             net = Net(model, TEST, stages=list(state.stage), level=state.level,
-                      dtype=self.dtype, rng=self.rng, device=self.device)
+                      dtype=self.dtype, rng=self.rng, device=self.device,
+                      device_rng=self.device_rng)
             net.share_with(self.net)
             nets.append(net)
         return nets
@@ -463,9 +469,12 @@ class Solver:
         return model_path, state_path
 
     def _extra_state(self) -> dict:
-        return {"rng": self.rng.bit_generator.state,
-                "train": self.net.layer_states(),
-                "test": [n.layer_states() for n in self.test_nets]}
+        extra = {"rng": self.rng.bit_generator.state,
+                 "train": self.net.layer_states(),
+                 "test": [n.layer_states() for n in self.test_nets]}
+        if self.device_rng is not None:
+            extra["device_rng"] = generator_state(self.device_rng)
+        return extra
 
     def restore(self, state_file: str) -> None:
         """Continue from a .solverstate: iteration, history, weights, schedule, data readers."""
@@ -491,10 +500,16 @@ class Solver:
             if "rng" in extra:
                 self.rng.bit_generator.state = extra["rng"]
             self._own_stream()  # the snapshot holds rank 0's stream
+            if self.device_rng is not None:
+                if self.world is not None and self.world.rank:
+                    self.device_rng.manual_seed(seed_from(self.rng))  # the rank's own
+                elif not restore_generator(self.device_rng, extra.get("device_rng", {})):
+                    logger.info("%s holds no random stream for %s: Dropout's draws there "
+                                "start a new one", state_file, self.device)
             self.net.set_layer_states(extra.get("train", {}))
             for net, states in zip(self.test_nets, extra.get("test", [])):
                 net.set_layer_states(states)
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
             raise WeightsError(f"{state_file}: its netspec state (random state, data reader "
                                f"positions) is damaged ({e.__class__.__name__})") from None
 
