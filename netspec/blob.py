@@ -107,6 +107,9 @@ class Blob:
     def pin_host(self) -> None:
         """One array: nothing to pin (DeviceBlob pins its host copy on CUDA)."""
 
+    def push(self) -> None:
+        """One array: nothing to copy (DeviceBlob starts its copy to a CUDA device)."""
+
     def will_overwrite(self) -> None:
         """The next write replaces all of `data` (a data layer's batch): one array, nothing to
         do (DeviceBlob skips fetching the device copy)."""
@@ -155,6 +158,29 @@ class DeviceBlob(Blob):
             if self._host[k] is not None:
                 self._host[k] = self._new_host(self._host[k])
 
+    def push(self) -> None:
+        """A host layer has just written `data`: start its copy to the device now, on a side
+        stream, into a new device buffer (kernels still queued may read the old one), so the
+        copy overlaps the device's work; the compute stream waits for it, the host does not.
+        Pinned (CUDA) blobs only; elsewhere the copy happens when a device layer asks."""
+        if not self._pinned or self._head[0] != "host":
+            return
+        import torch
+        host = self._host[0]
+        if self._copying[0] is not None:  # (an earlier copy of this buffer)
+            self._copying[0].synchronize()
+        compute = torch.cuda.current_stream(self.device.torch)
+        side = _copy_stream(self.device.torch)
+        with torch.cuda.stream(side):
+            fresh = torch.empty(self._shape, dtype=torch_dtype(self._dtype),
+                                device=self.device.torch)
+            fresh.copy_(_as_tensor(host), non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(side)
+        compute.wait_event(done)
+        fresh.record_stream(compute)  # not reused by the side stream before compute is done
+        self._dev[0], self._head[0], self._copying[0] = fresh, "both", done
+
     def _new_host(self, like=None) -> np.ndarray:
         if not self._pinned:
             return np.zeros(self._shape, self._dtype)
@@ -172,7 +198,9 @@ class DeviceBlob(Blob):
                 event.synchronize()
         self._shape = shape
         self._host, self._dev = [None, None], [None, None]
-        self._head = [None, None]  # "host", "device", or None: both zero (not yet made)
+        #: "host" or "device" (the current copy), "both" (equal: a pushed batch), or None (both
+        #: zero, not yet made)
+        self._head = [None, None]
         self._copying = [None, None]  # CUDA events: an asynchronous copy still reads _host[k]
 
     def _side(self, k: int):
@@ -239,6 +267,17 @@ class DeviceBlob(Blob):
 
     def __repr__(self) -> str:
         return f"Blob(shape={self.shape}, dtype={self.dtype}, device={self.device})"
+
+
+_COPY_STREAMS: dict = {}
+
+
+def _copy_stream(device):
+    """One side stream per CUDA device for host-to-device copies (DeviceBlob.push)."""
+    if device not in _COPY_STREAMS:
+        import torch
+        _COPY_STREAMS[device] = torch.cuda.Stream(device=device)
+    return _COPY_STREAMS[device]
 
 
 def _as_tensor(array: np.ndarray):

@@ -335,6 +335,9 @@ class Net:
                     layer.forward(bottoms, tops)
             except LayerSetupError as e:  # bad data met at run time, e.g. a label too large
                 raise self._error(i, str(e), e.field) from None
+            if self._where[i] is None and self.device.is_torch:
+                for top in tops:  # on CUDA: on its way while the device computes
+                    top.push()
             for w, top in zip(self.loss_weights[i], tops):
                 if w:
                     with running_on(self.device):
