@@ -191,7 +191,8 @@ def test(
     from .device import from_flags
     from .log import logger
     from .net import TEST, Net
-    from .solvers.base import fmt, loss_suffix
+    from .errors import DivergedError
+    from .solvers.base import accuracy_scores, finite, first_bad_output, fmt, loss_suffix
     _setup_logging(log_file)
     set_threads(threads)
     if weights is None:
@@ -200,8 +201,10 @@ def test(
     logger.info("Running for %d iterations.", iterations)
     sums: dict[str, np.ndarray] = {}
     loss = 0.0
+    scores, bad = accuracy_scores(net), None
     for i in range(iterations):
-        loss += float(net.forward_layers())
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            loss += float(net.forward_layers())
         net.check_deferred()
         for name in net.outputs:
             values = np.ravel(net.blobs[name].data).astype(np.float64)
@@ -209,11 +212,18 @@ def test(
             for k, v in enumerate(values):
                 label = name if values.size == 1 else f"{name}[{k}]"
                 logger.info("Batch %d, %s = %s", i, label, fmt(v))
+        if bad is None and not finite(b.data for b in scores):
+            bad = first_bad_output(net) or "the scores of an Accuracy layer"
     logger.info("Loss: %s", fmt(loss / iterations))
     for name in net.outputs:
         weight = net.blob_loss_weight(name)
         for v in sums[name] / iterations:
             logger.info("%s = %s%s", name, fmt(v), loss_suffix(weight, v))
+    if bad is None and not finite(sums.values()):
+        bad = first_bad_output(net) or "an output"
+    if bad is not None:
+        raise DivergedError(f"{weights or model}: {bad} is NaN or infinite, so the outputs "
+                            f"(accuracy included) mean nothing")
 
 
 @app.command()

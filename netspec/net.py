@@ -299,6 +299,27 @@ class Net:
                 if bool(bad):
                     raise self._error(i, message(float(value)))
 
+    def first_non_finite(self) -> Layer | None:
+        """The first layer whose output holds NaN or inf, found by running the forward again
+        a layer at a time: an in-place layer shares its input's blob, so the blobs alone
+        cannot say which layer of the chain made it. The data layers keep their batch unless
+        a later layer rewrites one of their tops in place."""
+        data_tops = {id(t) for layer, tops in zip(self.layers, self.top_ids) if layer.is_data
+                     for t in tops}
+        rewritten = any(id(t) in data_tops for layer, tops in zip(self.layers, self.top_ids)
+                        if not layer.is_data for t in tops)
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                for i, (layer, tops) in enumerate(zip(self.layers, self.top_ids)):
+                    if layer.is_data and not rewritten:
+                        continue
+                    self.forward_layers(i, i)
+                    if any(not np.isfinite(t.data).all() for t in tops):
+                        return layer
+        except (SpecError, LayerSetupError, ValueError):
+            pass
+        return None
+
     def where(self, i: int):
         """Where layer i runs: the net's torch device, or None for the host (the CPU device,
         and host-only layers such as data and Python layers on a torch device)."""

@@ -468,6 +468,11 @@ def first_true(flags):
     return torch.where(flags.any(), flags.to(torch.uint8).argmax(), flags.numel())
 
 
+def all_finite(arrays):
+    """A 0-d bool tensor: no NaN or inf in any of `arrays` (no host read)."""
+    return torch.stack([torch.isfinite(a).all() for a in arrays]).all()
+
+
 def sum_squares(x):
     """sum(x^2) as a 0-d tensor, in float64 where the device has it (MPS has not)."""
     wide = x.float() if x.device.type == "mps" else x.double()

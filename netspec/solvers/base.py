@@ -42,6 +42,27 @@ def default_solver(net_file: str) -> pb.SolverParameter:
                               max_iter=10000, display=100, snapshot_prefix=f"snapshots/{stem}")
 
 
+def first_bad_output(net: Net) -> str | None:
+    """'the output of layer X (Type)' for the first layer of `net` whose output is not finite
+    (the forward run again: Net.first_non_finite), else the first such blob now."""
+    layer = net.first_non_finite() or next(
+        (layer for layer, tops in zip(net.layers, net.top_ids)
+         if not finite(t.data for t in tops)), None)
+    return None if layer is None else f"the output of layer '{layer.name}' ({layer.type})"
+
+
+def accuracy_scores(net: Net) -> list:
+    """The blobs Accuracy layers rank: a NaN score counts as a right answer there (Caffe's
+    comparison), so a test pass checks them itself."""
+    return [bottoms[0] for layer, bottoms in zip(net.layers, net.bottom_ids)
+            if layer.type == "Accuracy"]
+
+
+def finite(arrays) -> bool:
+    """No NaN or inf in any of `arrays`."""
+    return all(np.isfinite(a).all() for a in arrays)
+
+
 class Solver:
     """Holds the train net, the test nets (sharing its weights) and the update history.
 
@@ -102,7 +123,11 @@ class Solver:
         self.last_rate = 0.0
         #: stop with DivergedError on a NaN/infinite loss or gradient (False: go on, as Caffe)
         self.check_finite = True
+        #: the newest snapshot whose weights gave a finite loss (the one a divergence names)
         self.last_snapshot: str | None = None
+        #: snapshots written since the last finite loss: (model, state) paths; a divergence
+        #: before the next finite loss removes them (their weights are what diverged)
+        self._unverified: list[tuple[str, str]] = []
         if weights:
             for w in str(weights).split(","):
                 ignored = self.net.copy_from(w)
@@ -183,8 +208,13 @@ class Solver:
             logger.info("Optimization stopped early.")
             return
         if p.display and self.iter % p.display == 0 and self.is_root:
-            loss = self.net.forward_layers()
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                loss = float(self.net.forward_layers())
+            self.net.check_deferred()
             logger.info("Iteration %d, loss = %s", self.iter, fmt(loss))
+            if self.check_finite and not math.isfinite(loss):
+                self._diverged(self.iter, loss, None)
+        self._verified()  # (without a display: the weights were checked after each update)
         if p.test_interval and self.iter % p.test_interval == 0 and self.is_root:
             self.test_all()
         logger.info("Optimization Done.")
@@ -229,6 +259,8 @@ class Solver:
                 self._log_outputs(self.net, "Train", lambda name: self.net.blobs[name].data)
             with running_on(self.device):
                 self.apply_update(display)
+                if self.check_finite:
+                    self._watch_weights()
             self.iter += 1
             for o in self.observers:
                 o.on_iteration(self)
@@ -285,14 +317,61 @@ class Solver:
         if not self.device.is_torch:
             bad_grad = self._first_bad_gradient()
             if math.isfinite(loss) and bad_grad is None:
+                self._verified()
                 return
             self._diverged(self.iter, loss, bad_grad)
         import torch
-        total = torch.as_tensor(loss, device=self.device.torch)
-        if self.net.learnable_params:  # a NaN or inf anywhere makes the sum one
-            total = total + torch.stack([info.blob.diff.sum()
-                                         for info in self.net.learnable_params]).sum()
-        self._unread.append((self.iter, loss, torch.isfinite(total)))
+        diffs = [info.blob.diff for info in self.net.learnable_params]
+        flag = torch.isfinite(torch.as_tensor(loss, device=self.device.torch))
+        if diffs:
+            flag = flag & kernels_for(diffs[0]).all_finite(diffs)
+        self._unread.append((self.iter, loss, flag, False))
+
+    def _watch_weights(self) -> None:
+        """After the update, before any snapshot: the weights must still be finite (a huge
+        rate, lr_mult or inv power overflows them while the loss and gradients were fine).
+        On the CPU now; on a device a flag read with the others."""
+        weights = [info.blob.data for info in self.net.learnable_params]
+        if not weights:
+            return
+        ok = kernels_for(weights[0]).all_finite(weights)
+        if self.device.is_torch:
+            self._unread.append((self.iter, None, ok, True))
+        elif not ok:
+            self._weights_diverged(self.iter)
+
+    def _weights_diverged(self, iteration: int, seen: str = "") -> None:
+        bad = next(info for info in self.net.learnable_params
+                   if not np.isfinite(info.blob.data).all())
+        raise DivergedError(
+            f"iteration {iteration}: the update (learning rate {fmt(self.last_rate)}) made the "
+            f"weights of layer '{bad.owner}' NaN or infinite{seen}; {self._kept()}. Lower "
+            f"base_lr (or lr_mult, or clip_gradients), or pass --allow-nan to go on as Caffe "
+            f"does")
+
+    def _verified(self) -> None:
+        """A finite loss from the newest weights: the snapshots written before it are good."""
+        if self._unverified:
+            self.last_snapshot = self._unverified[-1][1]
+            self._unverified = []
+
+    def _kept(self, remove: bool = True) -> str:
+        """Which snapshot a divergence leaves the user. With `remove`, the snapshots written
+        since the last finite loss are deleted: their weights are the ones that diverged."""
+        removed = ""
+        if self._unverified and remove:
+            for paths in self._unverified:
+                for path in paths:
+                    try:
+                        os.remove(path)
+                    except OSError:
+                        pass
+            removed = (f" ({', '.join(state for _, state in self._unverified)} removed: "
+                       f"written before the loss showed it)")
+            self._unverified = []
+        last = self._unverified[-1][1] if self._unverified else self.last_snapshot
+        return (f"the last snapshot ({last}) is kept" if last
+                else "no snapshot was written") + removed
 
     def _read_finite(self) -> None:
         """Read the device's finite flags kept since the last read (one host sync), after the
@@ -302,35 +381,32 @@ class Solver:
             return
         import torch
         unread, self._unread = self._unread, []
-        ok = torch.stack([flag for _, _, flag in unread]).cpu().numpy()
+        ok = torch.stack([flag for _, _, flag, _ in unread]).cpu().numpy()
         if ok.all():
+            self._verified()
             return
-        first = int(np.argmin(ok))
-        iteration, loss, _ = unread[first]
-        bad_grad = self._first_bad_gradient()
-        self._diverged(iteration, float(loss), bad_grad,
-                       f" (seen at iteration {self.iter}, the first read of the device since)"
-                       if iteration != self.iter else "")
+        iteration, loss, _, weights = unread[int(np.argmin(ok))]
+        seen = f" (seen at iteration {self.iter}, the first read of the device since)" \
+            if iteration != self.iter else ""
+        if weights:
+            self._weights_diverged(iteration, seen)
+        self._diverged(iteration, float(loss), self._first_bad_gradient(), seen)
 
     def _first_bad_gradient(self):
         """The first learnable parameter whose gradient is NaN or infinite (host copies), or
         None."""
         return next((info for info in self.net.learnable_params
-                     if not np.isfinite(np.sum(info.blob.diff, dtype=np.float64))), None)
+                     if not np.isfinite(info.blob.diff).all()), None)
 
     def _diverged(self, iteration: int, loss: float, bad_grad, seen: str = "") -> None:
         """The DivergedError: name the first layer whose output (or, failing that, whose
         parameter gradient) is not finite."""
-        where = next((f"the output of layer '{layer.name}' ({layer.type})"
-                      for layer, tops in zip(self.net.layers, self.net.top_ids)
-                      if any(not np.isfinite(t.data).all() for t in tops)), None)
+        where = first_bad_output(self.net)
         if where is None:
             where = f"the gradient of layer '{bad_grad.owner}'" if bad_grad else "the loss"
-        kept = f"the last snapshot ({self.last_snapshot}) is kept" if self.last_snapshot \
-            else "no snapshot was written"
         raise DivergedError(
             f"iteration {iteration}: the loss is {fmt(loss)}; {where} first became NaN or "
-            f"infinite{seen}; {kept}. Lower base_lr (or clip_gradients), or pass --allow-nan "
+            f"infinite{seen}; {self._kept()}. Lower base_lr (or clip_gradients), or pass --allow-nan "
             f"to go on as Caffe does")
 
     def _update_smoothed_loss(self, loss: float, start_iter: int) -> None:
@@ -363,13 +439,25 @@ class Solver:
         net = self.test_nets[i]
         n = self.param.test_iter[i]
         sums = {name: 0.0 for name in net.outputs}
-        for _ in range(n):
-            net.forward_layers()
-            net.check_deferred()
-            for name in net.outputs:
-                sums[name] = sums[name] + net.blobs[name].data.astype(np.float64)
+        scores = accuracy_scores(net)
+        bad = None
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for _ in range(n):
+                net.forward_layers()
+                net.check_deferred()
+                for name in net.outputs:
+                    sums[name] = sums[name] + net.blobs[name].data.astype(np.float64)
+                if bad is None and self.check_finite and not finite(b.data for b in scores):
+                    bad = first_bad_output(net) or "the scores of an Accuracy layer"
         means = {name: np.asarray(s) / n for name, s in sums.items()}
         self._log_outputs(net, "Test", lambda name: means[name])
+        if self.check_finite and bad is None and not finite(means.values()):
+            bad = first_bad_output(net) or "an output"
+        if bad is not None:
+            raise DivergedError(
+                f"iteration {self.iter}: testing net #{i}: {bad} is NaN or infinite, so its "
+                f"outputs (accuracy included) mean nothing; {self._kept(remove=False)}. Lower base_lr (or "
+                f"clip_gradients), or pass --allow-nan to go on as Caffe does")
         for o in self.observers:
             o.on_test(self, i, means)
         return means
@@ -465,7 +553,7 @@ class Solver:
                                f"{model_path}: {e.strerror or e}{kept}") from None
         for o in self.observers:
             o.on_snapshot(self, model_path, state_path)
-        self.last_snapshot = state_path
+        self._unverified.append((model_path, state_path))
         return model_path, state_path
 
     def _extra_state(self) -> dict:

@@ -1108,6 +1108,11 @@ def first_true(flags) -> int:
     return int(np.argmax(flags)) if flags.any() else flags.size
 
 
+def all_finite(arrays) -> bool:
+    """No NaN or inf in any of `arrays`."""
+    return all(np.isfinite(a).all() for a in arrays)
+
+
 def sum_squares(x) -> float:
     """sum(x^2) in float64 (gradient clipping's norm)."""
     return float(np.square(x, dtype=np.float64).sum())
