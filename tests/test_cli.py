@@ -1,4 +1,5 @@
 """The CLI: happy paths (train, resume, fine-tune, test, a net spec alone) and one-line errors."""
+import os
 import subprocess
 import sys
 
@@ -661,14 +662,23 @@ def test_nothing_to_learn_from_or_load_is_an_error_not_a_silent_run(project):
 
 
 def test_left_over_temp_files_are_removed_and_an_empty_net_field_is_named(project):
+    """Only netspec's own temporary files whose process is gone are removed: not a user's
+    file that happens to match the prefix, not a live run's write in progress."""
     (project / "snaps").mkdir()
-    stale = project / "snaps" / "tiny_iter_4.caffemodel.abc123.tmp"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = project / "snaps" / f".tiny_iter_4.caffemodel.netspec-{gone.pid}-abc123.tmp"
     stale.write_bytes(b"half a snapshot")
-    other = project / "snaps" / "notes.tmp"
-    other.write_text("not ours")
+    live = project / "snaps" / f".tiny_iter_8.caffemodel.netspec-{os.getppid()}-x.tmp"
+    live.write_bytes(b"another run's write in progress")
+    others = [project / "snaps" / n for n in ("notes.tmp", "tiny_iter_notes.tmp")]
+    for other in others:
+        other.write_text("not ours")
     r = invoke("train", "solver.prototxt")
-    assert r.exit_code == 0 and not stale.exists() and other.exists()
+    assert r.exit_code == 0 and not stale.exists() and live.exists()
+    assert all(other.exists() for other in others)
     assert "Removed 1 unfinished snapshot file(s)" in r.output
+    assert sorted(p.name for p in (project / "snaps").glob(".*")) == [live.name]  # no lock
     (project / "solver.prototxt").write_text(SOLVER.replace('net: "net.prototxt"', 'net: ""'))
     r = invoke("train", "solver.prototxt")
     assert r.exit_code == 1

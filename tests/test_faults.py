@@ -155,3 +155,89 @@ def test_a_test_net_with_nan_scores_is_not_reported_as_accurate(project):
     solver.check_finite = False  # --allow-nan: Caffe's behaviour, accuracy as Caffe reports it
     solver.param.max_iter = 5
     solver.solve()
+
+
+# -- concurrent writers ---------------------------------------------------------------------------
+WRITER = """
+import sys
+from netspec.db import write_records
+n = int(sys.argv[2])
+write_records(sys.argv[1], ((b"%08d" % i, bytes([int(sys.argv[3])]) * 4000) for i in range(n)))
+"""
+
+
+def test_two_writers_of_one_database_leave_a_whole_one(tmp_path):
+    """Two processes writing the same LMDB at once (two `data get` into one folder): both
+    finish, the database is one writer's whole, and no temporary folder is left."""
+    import lmdb
+    import subprocess
+    import sys
+    path = str(tmp_path / "d_lmdb")
+    for trial in range(3):
+        procs = [subprocess.Popen([sys.executable, "-c", WRITER, path, "3000", str(k)],
+                                  stderr=subprocess.PIPE) for k in (1, 2)]
+        for p in procs:
+            assert p.wait(timeout=120) == 0, p.stderr.read().decode()
+        env = lmdb.open(path, readonly=True, lock=False)
+        with env.begin() as txn:
+            values = {v for _, v in txn.cursor()}
+            assert txn.stat()["entries"] == 3000
+        env.close()
+        assert len(values) == 1  # one writer's records, not a mix
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["d_lmdb"]
+
+
+HOLDER = """
+import sys, time
+from netspec.locks import Lock
+lock = Lock(sys.argv[1])
+lock.acquire()
+print("held", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_lock_is_refused_while_held_and_free_once_its_process_dies(tmp_path):
+    import subprocess
+    import sys
+    from netspec.locks import Lock
+    path = str(tmp_path / "x.lock")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, path], stdout=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == b"held"
+    mine = Lock(path)
+    assert not mine.acquire(wait=False)
+    assert mine.owner() == str(holder.pid)
+    holder.kill()  # kill -9: the lock ends with it
+    holder.wait()
+    assert mine.acquire(wait=False)
+    mine.release()
+    assert not tmp_path.joinpath("x.lock").exists()
+
+
+def test_a_second_run_on_a_live_runs_prefix_is_refused(project):
+    """Two `netspec train` on one snapshot_prefix: the second is one line naming the first's
+    pid; the first goes on untouched."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    path = write(project)
+    (project / "solver.prototxt").write_text(SOLVER.replace("max_iter: 20", "max_iter: 10000000")
+                                             .replace("snapshot: 1", "snapshot: 1000")
+                                             .replace("display: 1", "display: 100"))
+    first = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "train", path],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in first.stdout:  # training: the prefix is held
+            if "Iteration 0 (" in line:
+                break
+        second = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", path],
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1
+        last = second.stderr.strip().splitlines()[-1]
+        assert last == (f"error: snapshot_prefix 'snap/x' is in use by another netspec run "
+                        f"(pid {first.pid}): its snapshots would be overwritten; give this run "
+                        f"another snapshot_prefix"), last
+        assert first.poll() is None
+    finally:
+        first.kill()
+        first.wait()

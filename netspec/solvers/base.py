@@ -6,7 +6,6 @@ iter_size, regularise, compute the update value (subclass), and subtract it. No 
 changes while backward runs."""
 from __future__ import annotations
 
-import glob
 import math
 import os
 import tempfile
@@ -21,6 +20,7 @@ from ..device import (generator_state, placed, random_generator, resolve, restor
                       running_on, seed_from)
 from ..errors import DivergedError, NetspecError, SpecError, WeightsError
 from ..kernels import flat, kernels_for, scalar_like
+from ..locks import Lock, stale_temps
 from ..log import logger
 from ..net import TEST, TRAIN, Net
 from ..params import build_view
@@ -128,6 +128,7 @@ class Solver:
         #: snapshots written since the last finite loss: (model, state) paths; a divergence
         #: before the next finite loss removes them (their weights are what diverged)
         self._unverified: list[tuple[str, str]] = []
+        self._prefix_lock = None  # held while solve() runs (locks.Lock)
         if weights:
             for w in str(weights).split(","):
                 ignored = self.net.copy_from(w)
@@ -200,6 +201,14 @@ class Solver:
             self.restore(resume_file)
         if (p.snapshot or p.snapshot_after_train) and self.is_root:
             self.check_snapshot_folder()
+        try:
+            self._solve(p)
+        finally:
+            if self._prefix_lock is not None:
+                self._prefix_lock.release()
+                self._prefix_lock = None
+
+    def _solve(self, p) -> None:
         self.step(p.max_iter - self.iter)
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0) and \
                 self.is_root:
@@ -526,8 +535,19 @@ class Solver:
         except OSError as e:
             raise NetspecError(f"cannot write snapshots to {folder}/ (snapshot_prefix "
                                f"{prefix!r}): {e.strerror or e}") from None
-        # unfinished writes of a run that was killed (atomic writes leave only these behind)
-        stale = glob.glob(glob.escape(prefix) + "_iter_*.tmp")
+        lock = Lock(os.path.join(folder, f".{os.path.basename(prefix)}.netspec-lock"))
+        try:
+            held = lock.acquire(wait=False)
+        except OSError as e:
+            raise NetspecError(f"cannot lock the snapshot prefix {prefix!r}: "
+                               f"{e.strerror or e}") from None
+        if not held:
+            raise NetspecError(f"snapshot_prefix {prefix!r} is in use by another netspec run "
+                               f"(pid {lock.owner()}): its snapshots would be overwritten; "
+                               f"give this run another snapshot_prefix")
+        self._prefix_lock = lock
+        # unfinished writes of a run that was killed: netspec's own, their process gone
+        stale = stale_temps(folder, os.path.basename(prefix) + "_iter_")
         for path in stale:
             os.remove(path)
         if stale:
