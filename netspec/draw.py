@@ -40,12 +40,14 @@ def configured_layers(spec, phase: int | None) -> tuple[str, list]:
     """(net name, [layer objects]) for one phase (None: all layers): validated parameters, no
     setup, no data."""
     from .graph import phase_layers
+    from .layers.base import Layer
     from .registry import get_layer_class
     param, source, origins = phase_layers(spec, phase)
     layers = []
     for where, lp in zip(origins, param.layer):
-        try:
-            layers.append(get_layer_class(lp.type)(lp, phase))
+        try:  # a Python layer is drawn from its spec: its module is not imported (not run)
+            cls = Layer if lp.type == "Python" else get_layer_class(lp.type)
+            layers.append(cls(lp, phase))
         except (KeyError, ValueError) as e:
             message = e.args[0] if isinstance(e, KeyError) else str(e)
             raise source.error(f"{lp.type} '{lp.name}': {message}", where, lp.name,

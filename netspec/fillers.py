@@ -58,5 +58,13 @@ def fill(array: np.ndarray, filler: pb.FillerParameter, rng: np.random.Generator
         raise ValueError(f"unknown filler type '{filler.type}' (known: {', '.join(FILLERS)})")
     if filler.type in ("xavier", "msra") and filler.sparse != -1:
         raise ValueError(f"filler '{filler.type}' does not support sparse")
+    for field in ("value", "min", "max", "mean", "std"):
+        if not np.isfinite(getattr(filler, field)):
+            raise ValueError(f"filler '{filler.type}': {field} is {getattr(filler, field)}, "
+                             f"not a finite number")
+    if filler.type == "uniform" and filler.min > filler.max:
+        raise ValueError(f"filler 'uniform': min {filler.min:g} is above max {filler.max:g}")
+    if filler.type == "gaussian" and filler.std < 0:
+        raise ValueError(f"filler 'gaussian': std {filler.std:g} is negative")
     if array.size:
         array[...] = FILLERS[filler.type](filler, array.shape, rng)

@@ -1,10 +1,13 @@
 """Caffe's (glog's) log line format, so that Caffe's log parsers read netspec's logs."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
 import time
+
+from .errors import NetspecError
 
 logger = logging.getLogger("netspec")
 
@@ -49,8 +52,7 @@ def configure(level: int = logging.INFO, stream=None, log_file: str | None = Non
     console.setLevel(stream_level or level)
     handlers = [console]
     if log_file:
-        os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
-        handlers.append(logging.FileHandler(log_file))
+        handlers.append(logging.StreamHandler(_append_to(log_file)))
     for h in handlers:
         h.setFormatter(GlogFormatter())
         logger.addHandler(h)
@@ -74,3 +76,18 @@ def log(message: str) -> None:
 
 
 _default_handler()
+
+
+def _append_to(path: str):
+    """The log file, opened to append, never through a symbolic link (a link planted where the
+    log goes would have netspec write into its target)."""
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
+                     0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NetspecError(f"--log {path} is a symbolic link: netspec does not write "
+                               f"through links (give the file itself)") from None
+        raise NetspecError(f"cannot write the log {path}: {e.strerror or e}") from None
+    return os.fdopen(fd, "a", buffering=1)

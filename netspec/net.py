@@ -18,7 +18,8 @@ from .layers.python import spec_folder
 from .proto import netspec_pb2 as pb
 from .registry import get_layer_class
 from .snapshot import is_hdf5, read_weights_h5, write_weights_h5
-from .spec import read_binary, read_net, write_binary
+from .spec import read_binary, read_net, write_atomic
+from .wire import net_chunks
 from .upgrade import upgrade_net
 
 TRAIN, TEST = pb.TRAIN, pb.TEST
@@ -356,6 +357,8 @@ class Net:
                     layer.forward(bottoms, tops)
             except LayerSetupError as e:  # bad data met at run time, e.g. a label too large
                 raise self._error(i, str(e), e.field) from None
+            except DataError as e:  # a database whose records change shape, ...
+                raise self._error(i, e.message, "source", cls=DataError) from None
             if self._where[i] is None and self.device.is_torch:
                 for top in tops:  # on CUDA: on its way while the device computes
                     top.push()
@@ -559,6 +562,9 @@ class Net:
             read_binary(weights, pb.NetParameter())
         out = []
         for src in list(source.layer) + list(source.layers):
+            if isinstance(src.name, bytes):  # (protobuf hands back what is not UTF-8 as bytes)
+                raise WeightsError(f"{path}: a layer's name is not UTF-8 text ({src.name[:40]!r}):"
+                                   f" the file is damaged")
             arrays = []
             for j, proto in enumerate(src.blobs):
                 try:
@@ -567,7 +573,8 @@ class Net:
                     raise WeightsError(f"{path}: layer '{src.name}' blob {j}: {e}") from None
                 target = self.layer_dict.get(src.name)
                 if target and j < len(target.blobs) and not proto.HasField("shape") and \
-                        values.size == target.blobs[j].count:
+                        values.size == target.blobs[j].count and \
+                        _legacy_fits(values.shape, target.blobs[j].shape):
                     values = values.reshape(target.blobs[j].shape)  # legacy 4-d num/c/h/w
                 arrays.append(values)
             out.append((src.name, arrays))
@@ -584,6 +591,18 @@ class Net:
             del lp.blobs[:]
             for blob in layer.blobs:
                 lp.blobs.append(blob.to_proto(write_diff))
+        return out
+
+    def _saved_layers(self) -> list[tuple[pb.LayerParameter, list]]:
+        """(spec without blobs, learned blobs) of each layer a .caffemodel holds."""
+        out = []
+        for i, layer in enumerate(self.layers):
+            if self._origin[i] is None and layer.type == "Split":
+                continue
+            lp = pb.LayerParameter()
+            lp.CopyFrom(layer.spec)
+            del lp.blobs[:]
+            out.append((lp, list(layer.blobs)))
         return out
 
     def save_hdf5(self, path) -> None:
@@ -603,8 +622,8 @@ class Net:
         path = os.fspath(path)
         if path.endswith(".h5"):
             self.save_hdf5(path)
-        else:
-            write_binary(path, self.to_proto())
+        else:  # protobuf's bytes, written from the arrays (wire.py: no float objects)
+            write_atomic(path, net_chunks(pb.NetParameter(name=self.name), self._saved_layers()))
 
     # -- state for exact resume ------------------------------------------------------------------
     def layer_states(self) -> dict:
@@ -634,3 +653,12 @@ def _padded(arrays: dict, start: int, batch: int) -> dict:
                                                   dtype=part.dtype)])
         out[name] = part
     return out
+
+
+def _legacy_fits(legacy: tuple, shape: tuple) -> bool:
+    """Caffe's Blob::ShapeEquals for a legacy num/channels/height/width blob: its dims are the
+    shape padded with leading 1s to four axes (a blob of the right count but other dims is
+    refused). A blob with only values and no dims fits any shape of its count."""
+    if len(legacy) != 4:
+        return True
+    return len(shape) <= 4 and tuple(legacy) == (1,) * (4 - len(shape)) + tuple(shape)

@@ -27,7 +27,13 @@ import os, sys, time
 fd, line, marker, said = int(sys.argv[1]), sys.argv[2], sys.argv[3], b""
 while chunk := os.read(fd, 64):
     said += chunk
-if said != b"done":
+if said == b"failed":  # the rank said why itself and left the marker: clear it up later
+    time.sleep(10)
+    try:
+        os.remove(marker)
+    except OSError:
+        pass
+elif said != b"done":
     try:
         os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
@@ -104,10 +110,11 @@ class World:
         os.close(read_end)
         atexit.register(self.unwatch)
 
-    def unwatch(self) -> None:
-        """This rank ends as planned (or has reported its own error): the watcher goes quiet."""
+    def unwatch(self, word: bytes = b"done") -> None:
+        """This rank ends as planned ("done"), or has reported its own error ("failed": its
+        watcher removes the marker once the others' watchers have seen it): quiet either way."""
         if getattr(self, "_watch_fd", None) is not None:
-            os.write(self._watch_fd, b"done")
+            os.write(self._watch_fd, word)
             os.close(self._watch_fd)
             self._watch_fd = None
 
@@ -130,12 +137,32 @@ class World:
             f"{type(error).__name__}: {error}"
         sys.stdout.flush()
         print(f"error: rank {self.rank} of {self.size}: {text}", file=sys.stderr, flush=True)
-        self.unwatch()
         try:  # the ranks mpiexec now stops are not the story: their watchers stay quiet
             os.close(os.open(self._marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            self.unwatch(b"failed")
         except OSError:
-            pass
+            self.unwatch()
         self.comm.Abort(1)
+
+    def check_same(self, facts: list[tuple[str, str]]) -> None:
+        """Before anything is exchanged: every rank must train the same net with the same
+        schedule, else the job would hang (other max_iter), die in MPI (other shapes) or be
+        silently wrong (iter_size on one rank). Rank 0 ends the job naming the first rank
+        and the first fact that differ."""
+        from .errors import NetspecError
+        everyone = self.comm.allgather(facts)
+        mine = dict(everyone[0])
+        for rank, theirs in enumerate(everyone[1:], 1):
+            if theirs == everyone[0]:
+                continue
+            other = dict(theirs)
+            key = next((k for k in dict.fromkeys([*mine, *other]) if mine.get(k) != other.get(k)))
+            if self.rank == 0:
+                self.fail(NetspecError(
+                    f"rank {rank} differs from rank 0 in {key}: {other.get(key, 'not set')} "
+                    f"(rank 0: {mine.get(key, 'not set')}); every rank must train the same net "
+                    f"with the same solver settings"))
+            self.comm.Barrier()  # (rank 0 ends the job)
 
     def agree(self, request: str) -> str:
         """One action for all ranks from each one's signal request: stop over snapshot over

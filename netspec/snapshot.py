@@ -18,8 +18,10 @@ import numpy as np
 
 from .blob import Blob, proto_array
 from .errors import WeightsError
+from .hdf5 import OutsideFile, open_h5
 from .proto import netspec_pb2 as pb
-from .spec import default_mode, read_binary, resolve_path, temp_beside, write_binary
+from .spec import default_mode, read_binary, temp_beside, write_atomic
+from .wire import state_chunks
 
 
 def snapshot_paths(prefix: str, iteration: int, hdf5: bool = False) -> tuple[str, str]:
@@ -37,7 +39,7 @@ def is_hdf5(path: str) -> bool:
 
 
 @contextmanager
-def _atomic_h5(path: str):
+def atomic_h5(path: str):
     import h5py
     fd, tmp = temp_beside(path)
     os.close(fd)
@@ -52,7 +54,7 @@ def _atomic_h5(path: str):
 
 
 def write_weights_h5(path: str, layers: list[tuple[str, list[Blob]]]) -> None:
-    with _atomic_h5(path) as f:
+    with atomic_h5(path) as f:
         data = f.create_group("data")
         for name, blobs in layers:
             group = data.create_group(name)
@@ -61,11 +63,12 @@ def write_weights_h5(path: str, layers: list[tuple[str, list[Blob]]]) -> None:
 
 
 def read_weights_h5(path: str) -> list[tuple[str, list[np.ndarray]]]:
-    import h5py
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5(path) as f:
             return [(name, [np.asarray(group[str(i)]) for i in range(len(group))])
                     for name, group in f["data"].items()]
+    except OutsideFile as e:
+        raise WeightsError(str(e)) from None
     except (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as e:
         raise WeightsError(f"{path}: not a valid .caffemodel.h5 ({e})") from None
 
@@ -73,7 +76,7 @@ def read_weights_h5(path: str) -> list[tuple[str, list[np.ndarray]]]:
 def write_solverstate(path: str, iteration: int, learned_net: str, history: list[Blob],
                       current_step: int, extra: dict) -> None:
     if path.endswith(".h5"):
-        with _atomic_h5(path) as f:
+        with atomic_h5(path) as f:
             f.create_dataset("iter", data=np.array([iteration], dtype=np.int32))
             f.create_dataset("learned_net", data=np.bytes_(learned_net))
             f.create_dataset("current_step", data=np.array([current_step], dtype=np.int32))
@@ -83,10 +86,8 @@ def write_solverstate(path: str, iteration: int, learned_net: str, history: list
             f.create_dataset("netspec_state", data=np.bytes_(json.dumps(extra)))
         return
     state = pb.SolverState(iter=iteration, learned_net=learned_net, current_step=current_step)
-    for h in history:
-        state.history.append(h.to_proto())
     state.netspec_state = json.dumps(extra).encode()
-    write_binary(path, state)
+    write_atomic(path, state_chunks(state, history))  # (wire.py: no float objects)
 
 
 def read_solverstate(path: str, dtype):
@@ -94,8 +95,7 @@ def read_solverstate(path: str, dtype):
     Any damage inside the file is a WeightsError naming it."""
     try:
         if is_hdf5(path):
-            import h5py
-            with h5py.File(path, "r") as f:
+            with open_h5(path) as f:
                 iteration = int(np.asarray(f["iter"]).ravel()[0])
                 current_step = int(np.asarray(f["current_step"]).ravel()[0])
                 history = [np.asarray(f["history"][str(i)], dtype=dtype)
@@ -111,15 +111,29 @@ def read_solverstate(path: str, dtype):
             extra = json.loads(state.netspec_state.decode()) if state.netspec_state else {}
     except WeightsError:
         raise
+    except OutsideFile as e:
+        raise WeightsError(str(e)) from None
     except (OSError, KeyError, IndexError, ValueError, TypeError, AttributeError,
             UnicodeDecodeError, RuntimeError) as e:  # json's errors are ValueErrors
         raise WeightsError(f"{path}: not a readable solver state ({e.__class__.__name__}: "
                            f"{str(e)[:200]})") from None
     if not isinstance(extra, dict):
         raise WeightsError(f"{path}: its netspec state is not a table of values")
-    learned = ""
-    if learned_net:
-        learned = resolve_path(learned_net, path)
-        if not os.path.exists(learned):
-            raise WeightsError(f"{path}: its weights file '{learned_net}' is missing")
+    learned = find_learned_net(learned_net, path) if learned_net else ""
     return iteration, current_step, history, extra, learned
+
+
+def find_learned_net(learned_net: str, state_path: str) -> str:
+    """Where a solver state's weights are: as written (Caffe reads it from the working
+    directory), else beside the state file (its snapshot pair, when the run is resumed from
+    another folder), else relative to the state's folder; the error says where it looked."""
+    folder = os.path.dirname(os.path.abspath(state_path))
+    places = [learned_net] if os.path.isabs(learned_net) else [
+        learned_net, os.path.join(folder, os.path.basename(learned_net)),
+        os.path.join(folder, learned_net)]
+    places = list(dict.fromkeys(places))
+    for place in places:
+        if os.path.isfile(place):
+            return place
+    raise WeightsError(f"{state_path}: its weights file '{learned_net}' is missing (looked in: "
+                       f"{', '.join(places)})")

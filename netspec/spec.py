@@ -9,7 +9,6 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from google.protobuf import message as pb_message
 from google.protobuf import text_format
@@ -27,13 +26,43 @@ def read_text(path: str | os.PathLike, message: pb_message.Message) -> pb_messag
     return read_spec(path, message)[0]
 
 
+#: the most a prototxt may hold (Caffe's largest are tens of KiB), and a binary proto
+#: (protobuf's own 2 GiB limit); a device or pipe (/dev/zero) is read up to the first
+TEXT_LIMIT, BINARY_LIMIT = 64 << 20, 2 << 30
+
+
+class TooLarge(ValueError):
+    pass
+
+
+def read_limited(path: str, limit: int) -> bytes:
+    """A file's bytes, refused (TooLarge) past `limit` without reading further; a file that
+    is not a regular one (a device, a pipe) is read at most to TEXT_LIMIT."""
+    with open(path, "rb") as f:
+        regular = os.path.isfile(path)
+        cap = limit if regular else min(limit, TEXT_LIMIT)
+        if regular and os.fstat(f.fileno()).st_size > cap:
+            raise TooLarge(cap)
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise TooLarge(cap)
+    return data
+
+
+def _size_words(n: int) -> str:
+    return f"{n >> 30} GiB" if n >= 1 << 30 else f"{n >> 20} MiB"
+
+
 def read_spec(path: str | os.PathLike, message: pb_message.Message):
     """(message, Source): the file parsed, and its text kept for later errors' line numbers."""
     path = str(path)
     if not path.strip():
         raise SpecError("no file name given (an empty path)")
     try:
-        raw = Path(path).read_bytes()
+        raw = read_limited(path, TEXT_LIMIT)
+    except TooLarge as e:
+        raise SpecError(f"holds more than {_size_words(e.args[0])}: not a prototxt",
+                        file=path) from None
     except FileNotFoundError:
         raise SpecError("file not found", file=path) from None
     except IsADirectoryError:
@@ -180,11 +209,19 @@ def read_binary(path: str | os.PathLike, message: pb_message.Message) -> pb_mess
     """Parse a binary proto (.caffemodel, .solverstate, .binaryproto) with a clear error."""
     path = str(path)
     try:
-        data = Path(path).read_bytes()
+        data = read_limited(path, BINARY_LIMIT)
+    except TooLarge as e:
+        raise WeightsError(f"{path}: holds more than {_size_words(e.args[0])}: not a binary "
+                           f"proto netspec reads (protobuf's limit is 2 GiB; a device or pipe "
+                           f"is read to 64 MiB)") from None
     except FileNotFoundError:
         raise WeightsError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise WeightsError(f"{path}: is a directory, expected a binary proto file") from None
+    except ValueError:
+        raise WeightsError(f"{repr(path)[:80]}: not a file name (it holds a NUL byte)") from None
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read it: {e.strerror or e}") from None
     try:
         message.ParseFromString(data)
     except pb_message.DecodeError as e:
@@ -221,7 +258,8 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            for part in getattr(data, "parts", None) or [data]:  # (wire.Chunks: its pieces)
+                f.write(part.encode() if isinstance(part, str) else part)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, default_mode(path))

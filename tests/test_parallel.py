@@ -4,6 +4,7 @@ that end the whole job with a line naming the rank, and a single process that ne
 mpi4py."""
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -218,3 +219,36 @@ def test_data_layers_shard_by_rank(tmp_path, monkeypatch):
     stream = np.concatenate([first, net.blobs["data"].data])  # items 0..7
     np.testing.assert_array_equal(seen[0], stream[0::2])
     np.testing.assert_array_equal(seen[1], stream[1::2])
+
+
+@pytest.mark.parametrize("change,named", [
+    (("max_iter: 40", "max_iter: 15"), "max_iter: 15 (rank 0: 40)"),
+    (("iter_size: 1", "iter_size: 2"), "iter_size: 2 (rank 0: 1)"),
+    (("net.prototxt", "net_b.prototxt"), "the shape of learnable parameter 2 (ip): (7, 48)"),
+])
+def test_ranks_that_disagree_end_the_job_with_one_line(tmp_path, change, named):
+    """Rank 1 with another schedule or other parameter shapes: before any exchange, rank 0
+    ends the job naming the rank and the first difference (no hang, no MPI stack); no
+    marker file is left in the temporary folder."""
+    import tempfile
+    folder = job(tmp_path, max_iter=40)
+    (folder / "net_b.prototxt").write_text((folder / "net.prototxt").read_text()
+                                           .replace("num_output: 5", "num_output: 7"))
+    text = (folder / "solver.prototxt").read_text()
+    (folder / "solver_b.prototxt").write_text(text.replace(*change))
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "netspec-mpi-*.failed")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = [*NETSPEC, "train"]
+    result = subprocess.run([MPIEXEC, "-n", "1", *common, "solver.prototxt", ":", "-n", "1",
+                             *common, "solver_b.prototxt"], cwd=folder, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: rank 0 of 2: rank 1 differs from "
+                                                     "rank 0 in "), result.stderr
+    assert named in errors[0], errors
+    assert "Traceback" not in result.stderr and "truncated" not in result.stderr
+    if "max_iter" in named:  # (once) the watcher clears the marker after the others saw it
+        time.sleep(11)
+        assert set(glob.glob(os.path.join(tempfile.gettempdir(), "netspec-mpi-*.failed"))) \
+            <= before

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from concurrent.futures import ThreadPoolExecutor
 
 from ..db import DatumReader
+from ..errors import DataError
 from ..fillers import fill
 from ..params import ParamView
 from ..proto import netspec_pb2 as pb
@@ -45,7 +46,13 @@ class Input(Layer):
             raise LayerSetupError(f"input_param needs 1 shape or one per top ({len(top)}), "
                                   f"got {len(shapes)}", field="shape")
         for i, t in enumerate(top):
-            t.reshape(tuple(shapes[0 if len(shapes) == 1 else i].dim))
+            dims = tuple(shapes[0 if len(shapes) == 1 else i].dim)
+            bad = next((k for k, d in enumerate(dims) if d < 1), None)
+            if bad is not None:
+                raise LayerSetupError(f"top '{self.spec.top[i]}': dim {bad} is {dims[bad]} in "
+                                      f"shape {dims}: every dimension must be at least 1",
+                                      field="dim")
+            t.reshape(dims)
 
     def reshape(self, bottom, top):
         pass
@@ -90,6 +97,7 @@ class Data(Layer):
         self.position = skip % len(self.reader)
         self.color = self.transform.p.color
         first, _ = self.reader.batch([0], self.color)
+        self.record_shape = first.shape[1:]
         self.item_shape = self.transform.out_shape(*first.shape[1:])
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prefetch-{self.name}")
         self.pending = None
@@ -107,12 +115,17 @@ class Data(Layer):
         return position, self.reader.batch(self._indices(position), self.color)
 
     def forward(self, bottom, top):
+        position = self.position
         if self.pending is not None and self.pending.result()[0] == self.position:
             _, (images, labels) = self.pending.result()
         else:
             _, (images, labels) = self._fetch(self.position)
         self.position = int((self.position + self.p.batch_size * self.stride) % len(self.reader))
         self.pending = self.pool.submit(self._fetch, self.position)
+        if images.shape[1:] != self.record_shape:
+            raise DataError(f"{self.p.source}: records {self._indices(position)[0]}... are "
+                            f"{images.shape[1:]}, the first record {self.record_shape}: every "
+                            f"record must have one shape (resize them when converting)")
         top[0].data[...] = self.transform(images)
         if len(top) > 1:
             top[1].data[...] = labels
@@ -121,7 +134,16 @@ class Data(Layer):
         return {"position": self.position}
 
     def set_state(self, state: dict) -> None:
-        self.position = int(state.get("position", self.position))
+        self.position = reader_position(state, self.position, len(self.reader))
+
+
+def reader_position(state: dict, default: int, count: int | None) -> int:
+    """A saved reader position, which must lie inside the data (ValueError: a damaged
+    snapshot)."""
+    position = int(state.get("position", default))
+    if position < 0 or (count is not None and position >= count):
+        raise ValueError(f"reader position {position} is outside the {count} records")
+    return position
 
 
 class DummyDataView(ParamView):
@@ -230,4 +252,5 @@ class MemoryData(Layer):
         return {"position": self.position}
 
     def set_state(self, state: dict) -> None:
-        self.position = int(state.get("position", self.position))
+        self.position = reader_position(state, self.position,
+                                        len(self.data) if self.data is not None else None)

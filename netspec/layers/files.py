@@ -8,9 +8,11 @@ import numpy as np
 from pydantic import Field
 
 from ..errors import DataError
+from ..hdf5 import OutsideFile, open_h5
 from ..images import load
 from ..params import ParamView
 from ..registry import register_layer
+from ..snapshot import atomic_h5
 from .base import Layer, LayerSetupError
 from .data import shard
 from .transform import make_transformer
@@ -74,13 +76,15 @@ class HDF5Data(Layer):
         self.shapes = {}
         for path in self.files:
             try:
-                with h5py.File(path, "r") as f:
+                with open_h5(path) as f:
                     for name in self.names:
                         if name not in f:
                             raise DataError(f"{path} has no dataset '{name}' (it has: "
                                             f"{', '.join(f)})")
                         self.shapes.setdefault(name, f[name].shape[1:])
-            except OSError as e:
+            except OutsideFile as e:
+                raise DataError(str(e)) from None
+            except (OSError, KeyError) as e:
                 raise DataError(f"{path}: cannot read as HDF5 ({e})") from None
         self.order = list(range(len(self.files)))
         self.file_pos, self.row = 0, 0
@@ -92,8 +96,14 @@ class HDF5Data(Layer):
         import h5py
         if shuffle_files:
             self.rng.shuffle(self.order)
-        with h5py.File(self.files[self.order[self.file_pos]], "r") as f:
-            self.current = {n: np.asarray(f[n]) for n in self.names}
+        path = self.files[self.order[self.file_pos]]
+        try:
+            with open_h5(path) as f:  # (checked again: the file may have changed)
+                self.current = {n: np.asarray(f[n]) for n in self.names}
+        except OutsideFile as e:
+            raise DataError(str(e)) from None
+        except (OSError, KeyError) as e:
+            raise DataError(f"{path}: cannot read as HDF5 ({e})") from None
         rows = len(self.current[self.names[0]])
         self.rows = self.rng.permutation(rows) if self.p.shuffle else np.arange(rows)
 
@@ -158,11 +168,8 @@ class HDF5Output(Layer):
 
     def forward(self, bottom, top):
         import h5py
-        if not self.created:
-            folder = os.path.dirname(self.p.file_name)
-            if folder:
-                os.makedirs(folder, exist_ok=True)
-            with h5py.File(self.p.file_name, "w") as f:
+        if not self.created:  # a new file renamed into place: never written through a link
+            with atomic_h5(self.p.file_name) as f:
                 for name, b in zip(("data", "label"), bottom):
                     f.create_dataset(name, shape=(0, *b.shape[1:]),
                                      maxshape=(None, *b.shape[1:]), dtype=b.dtype)

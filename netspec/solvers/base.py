@@ -307,6 +307,7 @@ class Solver:
         (after a resume: every rank read the same snapshot)."""
         self._parallel_started = True
         world = self.world
+        world.check_same(self._must_agree())
         world.plan(self.net)
         world.broadcast([p.blob.data for p in self.net.learnable_params] +
                         [h.data for h in self.history])
@@ -317,6 +318,22 @@ class Solver:
             logger.info("Training on %d processes (MPI): batch_size %d per process%s, "
                         "effective batch %d", world.size, batch,
                         f" x iter_size {size}" if size > 1 else "", world.size * batch * size)
+
+    #: solver fields that may differ between MPI ranks (files and devices, not the schedule)
+    MAY_DIFFER = {"net", "net_param", "train_net", "test_net", "train_net_param",
+                  "test_net_param", "device_id", "solver_mode", "snapshot_prefix",
+                  "random_seed", "debug_info"}
+
+    def _must_agree(self) -> list[tuple[str, str]]:
+        """What every MPI rank must share: the solver's settings and the learnable
+        parameters' names and shapes (World.check_same)."""
+        facts = [(f.name, str(v).strip()) for f, v in self.param.ListFields()
+                 if f.name not in self.MAY_DIFFER]
+        facts += [(f"the shape of learnable parameter {k} ({info.owner})",
+                   str(tuple(info.blob.shape)))
+                  for k, info in enumerate(self.net.learnable_params)]
+        facts.append(("the number of learnable parameters", str(len(self.net.learnable_params))))
+        return facts
 
     def _watch_finite(self, loss) -> None:
         """Stop when the loss or a gradient is NaN or infinite. On the CPU: now, before the
@@ -526,6 +543,10 @@ class Solver:
         """Caffe checks the snapshot prefix is writable before training; so do we, by creating
         (and removing) a file where the snapshots will go."""
         prefix = self.snapshot_prefix()
+        if "\0" in prefix:
+            raise SpecError(f"snapshot_prefix {prefix!r} holds a NUL byte: no file can be named "
+                            f"so", file=self.file, field="snapshot_prefix",
+                            line=field_line(self.source.text, 1, "snapshot_prefix"))
         folder = os.path.dirname(prefix) or "."
         try:
             os.makedirs(folder, exist_ok=True)
@@ -602,6 +623,10 @@ class Solver:
                                    f"the net's parameter has {mine.shape}")
             mine.data[...] = saved
         self.net.copy_from(learned)
+        if self.net.weights_missing:
+            logger.warning("%d layer(s) received no weights from %s and keep their random "
+                           "initialisation: %s", len(self.net.weights_missing), learned,
+                           ", ".join(self.net.weights_missing))
         self.iter = iteration
         self.current_step = current_step
         try:
