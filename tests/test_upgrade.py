@@ -136,7 +136,8 @@ def test_v1_binary_caffemodel_loads(tmp_path):
     for name, blobs in net.params.items():
         v1 = old.layers.add(name=name, type=pb.V1LayerParameter.CONVOLUTION)
         for b in blobs:
-            proto = v1.blobs.add(num=1, channels=1, height=1, width=b.count)  # legacy 4-d
+            n, c, h, w = (1,) * (4 - b.data.ndim) + b.data.shape  # legacy 4-d, as Caffe
+            proto = v1.blobs.add(num=n, channels=c, height=h, width=w)
             proto.data.extend((b.data.ravel() + 1).tolist())
     path = tmp_path / "old.caffemodel"
     path.write_bytes(old.SerializeToString())
