@@ -583,13 +583,10 @@ class Net:
     def to_proto(self, write_diff: bool = False) -> pb.NetParameter:
         """The net with its learned blobs, as Caffe writes a .caffemodel (splits left out)."""
         out = pb.NetParameter(name=self.name)
-        for i, layer in enumerate(self.layers):
-            if self._origin[i] is None and layer.type == "Split":
-                continue
+        for spec, blobs in self._saved_layers():
             lp = out.layer.add()
-            lp.CopyFrom(layer.spec)
-            del lp.blobs[:]
-            for blob in layer.blobs:
+            lp.CopyFrom(spec)
+            for blob in blobs:
                 lp.blobs.append(blob.to_proto(write_diff))
         return out
 

@@ -46,36 +46,34 @@ def _packed(number: int, array, dtype) -> Chunks:
     return out
 
 
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    """(value, index after it) of the varint at data[i]."""
+    value, shift = 0, 0
+    while True:
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if not byte & 0x80:
+            return value, i
+
+
 def _split(data: bytes, number: int) -> tuple[bytes, bytes]:
     """A serialised message cut before its first top-level field numbered above `number`."""
     i = 0
     while i < len(data):
-        start, key, shift = i, 0, 0
-        while True:
-            byte = data[i]
-            key |= (byte & 0x7F) << shift
-            i, shift = i + 1, shift + 7
-            if not byte & 0x80:
-                break
+        start = i
+        key, i = _read_varint(data, i)
         if key >> 3 > number:
             return data[:start], data[start:]
         kind = key & 7
         if kind == 0:
-            while data[i] & 0x80:
-                i += 1
-            i += 1
+            _, i = _read_varint(data, i)
         elif kind == 1:
             i += 8
         elif kind == 5:
             i += 4
         elif kind == LEN:
-            length, shift = 0, 0
-            while True:
-                byte = data[i]
-                length |= (byte & 0x7F) << shift
-                i, shift = i + 1, shift + 7
-                if not byte & 0x80:
-                    break
+            length, i = _read_varint(data, i)
             i += length
         else:
             raise ValueError(f"unexpected wire type {kind}")

@@ -5,6 +5,8 @@ a CPU-only run that never imports torch."""
 import subprocess
 import sys
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -139,12 +141,13 @@ def test_a_dropout_net_resumes_bit_exact_on_the_same_device(folder, device):
 
 
 @pytest.mark.parametrize("first,then", [("cpu", DEVICE), (DEVICE, "cpu")])
-def test_a_dropout_net_moves_between_devices(folder, caplog, first, then):
+def test_a_dropout_net_moves_between_devices(folder, caplog, monkeypatch, first, then):
     """Resumed on another kind of device: the weights, history and host stream carry over;
     a device stream the snapshot lacks starts anew, said in the log."""
     path = write_solver(folder, net='"dropout.prototxt"', snapshot=10)
     trained(path, first, iters=10)
-    caplog.set_level("INFO")
+    monkeypatch.setattr(logging.getLogger("netspec"), "propagate", True)  # (CLI runs unset it)
+    caplog.set_level("INFO", logger="netspec")
     resumed = trained(path, then, resume="snap_iter_10.solverstate")
     assert resumed.iter == 20
     assert ("holds no random stream for torch-cpu" in caplog.text) == (then == DEVICE)

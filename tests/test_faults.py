@@ -1,4 +1,6 @@
 """Faults (issue #34): diverging runs never leave or name a bad snapshot and never exit 0."""
+import logging
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -493,10 +495,9 @@ def test_records_that_change_shape_are_one_line(tmp_path, monkeypatch):
     assert "Data 'data'" in line and "every record must have one shape" in line, line
 
 
-def test_resume_from_another_folder_and_missing_weights_are_said(project, caplog):
+def test_resume_from_another_folder_and_missing_weights_are_said(project, caplog, monkeypatch):
     """The state's weights are found beside it when the run resumes elsewhere; weights the
     caffemodel lacks are warned of, as --weights and test do."""
-    import os
     import shutil
     _snapshot(project)
     other = project / "elsewhere"
@@ -507,8 +508,9 @@ def test_resume_from_another_folder_and_missing_weights_are_said(project, caplog
                                         .replace('"ip2"', '"ip2b"'))
     (other / "solver.prototxt").write_text(SOLVER.replace("max_iter: 20", "max_iter: 3")
                                            .replace("snapshot: 1", "snapshot: 0"))
-    os.chdir(other)
-    caplog.set_level("WARNING")
+    monkeypatch.chdir(other)
+    monkeypatch.setattr(logging.getLogger("netspec"), "propagate", True)  # (CLI runs unset it)
+    caplog.set_level("WARNING", logger="netspec")
     solver = get_solver("solver.prototxt")
     solver.solve(str(project / "snap/x_iter_2.solverstate"))
     assert solver.iter == 3
