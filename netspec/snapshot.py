@@ -127,6 +127,9 @@ def find_learned_net(learned_net: str, state_path: str) -> str:
     """Where a solver state's weights are: as written (Caffe reads it from the working
     directory), else beside the state file (its snapshot pair, when the run is resumed from
     another folder), else relative to the state's folder; the error says where it looked."""
+    if isinstance(learned_net, bytes):  # (protobuf hands back what is not UTF-8 as bytes)
+        raise WeightsError(f"{state_path}: its learned_net is not UTF-8 text "
+                           f"({learned_net[:40]!r}): the file is damaged")
     folder = os.path.dirname(os.path.abspath(state_path))
     places = [learned_net] if os.path.isabs(learned_net) else [
         learned_net, os.path.join(folder, os.path.basename(learned_net)),
